@@ -1,0 +1,8 @@
+"""mdctr: multi-domain click-through-rate prediction."""
+
+from mdctr.config import Experiment, load_experiment
+from mdctr.errors import InputError
+
+__version__ = "0.1.0"
+
+__all__ = ["Experiment", "InputError", "__version__", "load_experiment"]

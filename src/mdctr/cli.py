@@ -1,0 +1,123 @@
+"""`mdctr ...`: parse, call the library, print. The only place that sets threads, logging
+defaults, and turns an InputError into one line on stderr with exit code 2."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import torch
+import typer
+from rich.console import Console
+
+from mdctr.errors import InputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Multi-domain click-through-rate prediction.")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data.")
+app.add_typer(data_app, name="data")
+console = Console()
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def _setup(threads: int | None = None, quiet: bool = False) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+
+
+def user_errors(fn: F) -> F:
+    """Report an InputError as ``error: ...`` and exit 2, with no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return fn(*args, **kwargs)
+        except InputError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@data_app.command("fetch")
+@user_errors
+def data_fetch(
+    name: Annotated[str, typer.Argument(help="movielens-100k or movielens-1m")],
+    from_path: Annotated[Path | None, typer.Option("--from", help="official GroupLens ml-1m folder")] = None,
+    force: Annotated[bool, typer.Option(help="fetch again even when cached")] = False,
+) -> None:
+    """Fetch a real dataset into the cache ($MDCTR_CACHE or ~/.cache/mdctr)."""
+    from mdctr.data import movielens
+
+    _setup()
+    path = movielens.fetch(name, from_path=from_path, force=force)
+    console.print(f"{name}: {path}")
+
+
+@app.command()
+@user_errors
+def train(
+    config: Annotated[Path, typer.Argument(help="experiment YAML file")],
+    out: Annotated[Path | None, typer.Option(help="run directory; default runs/<name>")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Train an experiment; writes the run directory and prints the per-domain table."""
+    from mdctr.config import load_experiment
+    from mdctr.pipeline import train_experiment
+    from mdctr.report import domain_table
+
+    experiment = load_experiment(config, tuple(set_ or ()))
+    _setup(experiment.train.threads, quiet)
+    result = train_experiment(experiment, out or Path("runs") / experiment.name, resume=resume,
+                              overwrite=overwrite, progress=not quiet)
+    console.print(domain_table(result.metrics, f"{experiment.name} (test)"))
+    console.print(f"run directory: {result.run_dir}")
+
+
+@app.command(name="evaluate")
+@user_errors
+def evaluate_cmd(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    data: Annotated[Path | None, typer.Option(help="labelled parquet/CSV; default: the run's test split")] = None,
+    out: Annotated[Path | None, typer.Option(help="metrics file; default RUN/metrics.json or "
+                                                  "RUN/metrics-<data name>.json")] = None,
+) -> None:
+    """Per-domain metrics of a run; prints the table and writes metrics JSON."""
+    from mdctr.pipeline import evaluate_run
+    from mdctr.report import domain_table
+    from mdctr.runs import METRICS, write_json
+
+    _setup()
+    metrics = evaluate_run(run, data)
+    target = out or run / (METRICS if data is None else f"metrics-{data.stem}.json")
+    write_json(target, metrics)
+    console.print(domain_table(metrics, f"{run.name} on {data or 'test split'}"))
+    console.print(f"metrics: {target}")
+
+
+@app.command(name="predict")
+@user_errors
+def predict_cmd(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    input_path: Annotated[Path, typer.Argument(help="parquet/CSV with the run's feature columns")],
+    out: Annotated[Path, typer.Option(help="output .parquet or .csv")],
+) -> None:
+    """Score a table: the input columns plus ``score`` and ``domain_seen``."""
+    from mdctr.pipeline import predict_run
+
+    _setup()
+    result = predict_run(run, input_path, out)
+    console.print(f"scored {result.height:,} rows -> {out}")
+
+
+def main() -> None:
+    app()

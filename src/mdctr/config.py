@@ -1,0 +1,204 @@
+"""Experiment files: YAML in, validated frozen objects out, with ``a.b=value`` overrides."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mdctr.errors import InputError
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FeatureConfig(_Frozen):
+    """One input column: ``categorical`` (ids), ``numeric`` (scaled float) or ``sequence`` (list)."""
+
+    name: str
+    kind: Literal["categorical", "numeric", "sequence"] = "categorical"
+    min_count: int = Field(1, ge=1, description="rarer values map to the out-of-vocabulary id")
+    max_len: int = Field(8, ge=1, description="sequence: keep the first max_len items")
+    sep: str = Field("|", min_length=1, description="sequence stored as text: item separator")
+    log1p: bool = Field(False, description="numeric: scale log(1 + max(x, 0)) instead of x")
+
+
+class SplitConfig(_Frozen):
+    """Random split, stratified by label within each domain."""
+
+    valid: float = Field(0.2, gt=0, lt=1)
+    test: float = Field(0.2, gt=0, lt=1)
+    seed: int = 2024
+
+    @model_validator(mode="after")
+    def _fractions(self) -> SplitConfig:
+        if self.valid + self.test >= 1:
+            raise ValueError("split.valid + split.test must be below 1")
+        return self
+
+
+class DataConfig(_Frozen):
+    """A benchmark task (``task``) or a user table (``path`` + ``label`` + ``domain`` + features)."""
+
+    task: str | None = None
+    rows: int | None = Field(None, ge=100, description="synthetic task: number of rows")
+    path: str | None = None
+    valid_path: str | None = None
+    test_path: str | None = None
+    label: str | None = None
+    domain: str | tuple[str, ...] | None = None
+    user: str | None = Field(None, description="column whose values group rows for GAUC")
+    features: tuple[FeatureConfig, ...] = ()
+    split: SplitConfig = SplitConfig()
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str | None) -> str | None:
+        from mdctr.data.tasks import TASKS
+
+        if value is not None and value not in TASKS:
+            raise ValueError(f"unknown data.task {value!r}; choose one of: {', '.join(TASKS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _source(self) -> DataConfig:
+        if (self.task is None) == (self.path is None):
+            raise ValueError("give exactly one of data.task or data.path")
+        if self.path is not None:
+            missing = [k for k in ("label", "domain") if getattr(self, k) is None]
+            if missing or not self.features:
+                need = ", ".join(f"data.{k}" for k in [*missing, *([] if self.features else ["features"])])
+                raise ValueError(f"a data.path table also needs {need}")
+        if (self.valid_path is None) != (self.test_path is None):
+            raise ValueError("give both data.valid_path and data.test_path, or neither")
+        return self
+
+
+class ModelConfig(_Frozen):
+    """The network: a backbone, an optional multi-domain method and their sizes."""
+
+    backbone: str = "dnn"
+    multidomain: str = "none"
+    embedding_dim: int = Field(16, ge=1)
+    hidden: tuple[int, ...] = (256, 128, 64)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    batch_norm: bool = False
+    domain_as_feature: bool = True
+    embedding_init_std: float = Field(1e-4, gt=0)
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, value: str) -> str:
+        from mdctr.registry import BACKBONES
+
+        if value not in BACKBONES:
+            raise ValueError(f"unknown model.backbone {value!r}; choose one of: {', '.join(sorted(BACKBONES))}")
+        return value
+
+    @field_validator("multidomain")
+    @classmethod
+    def _known_multidomain(cls, value: str) -> str:
+        from mdctr.registry import MULTIDOMAIN
+
+        if value not in MULTIDOMAIN:
+            raise ValueError(
+                f"unknown model.multidomain {value!r}; choose one of: {', '.join(sorted(MULTIDOMAIN))}"
+            )
+        return value
+
+
+class TrainConfig(_Frozen):
+    """The optimisation: Adam, early stopping on validation AUC, best weights restored."""
+
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(16384, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int = Field(2, ge=1)
+    seed: int = 2024
+    recipe: Literal["joint"] = "joint"
+    threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+
+
+class Experiment(_Frozen):
+    """A whole experiment file."""
+
+    name: str = Field(min_length=1)
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _set_path(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise InputError(f"--set {dotted}: {key!r} is not a section; use a key below a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (value parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--set {item!r}: expected key=value, e.g. --set train.epochs=3")
+        _set_path(tree, key.strip(), yaml.safe_load(raw) if raw.strip() else raw)
+    return tree
+
+
+def _explain(err: ValidationError, where: str) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        parent_loc, key = first["loc"][:-1], str(first["loc"][-1])
+        parent: type[BaseModel] = Experiment
+        for part in parent_loc:
+            if isinstance(part, int):
+                continue
+            annotation = parent.model_fields[str(part)].annotation
+            args = getattr(annotation, "__args__", ())
+            candidates = [annotation, *args]
+            parent = next(
+                (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), parent
+            )
+        close = difflib.get_close_matches(key, list(parent.model_fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(parent.model_fields)}"
+        return f"{where}: unknown key {loc!r}{hint}"
+    msg = first["msg"].removeprefix("Value error, ")
+    return f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}"
+
+
+def parse_experiment(tree: dict[str, Any], where: str = "config") -> Experiment:
+    """Validate a raw mapping; any problem becomes one InputError line."""
+    try:
+        return Experiment.model_validate(tree)
+    except ValidationError as err:
+        raise InputError(_explain(err, where)) from None
+
+
+def load_experiment(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Experiment:
+    """Read a YAML experiment file, apply ``--set`` overrides and validate."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config file {path} not found; pass the path of a YAML experiment file")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark is not None else ""
+        raise InputError(f"{path}: not valid YAML{line}; fix the syntax") from None
+    if not isinstance(tree, dict):
+        raise InputError(f"{path}: expected a mapping with name, data, model, train")
+    return parse_experiment(apply_overrides(tree, overrides), where=str(path))

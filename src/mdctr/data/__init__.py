@@ -1,0 +1,1 @@
+"""Data: fetching, reading, validating, splitting and encoding click logs."""

@@ -1,0 +1,45 @@
+"""A mini-batch of encoded rows as tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    """Tensors for B rows.
+
+    sparse: LongTensor (B, n_categorical); sequences: LongTensors (B, max_len), PAD = 0;
+    dense: FloatTensor (B, n_numeric); domain: LongTensor (B,), D = unseen;
+    label: FloatTensor (B,) or None.
+    """
+
+    sparse: torch.Tensor
+    sequences: tuple[torch.Tensor, ...]
+    dense: torch.Tensor
+    domain: torch.Tensor
+    label: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.domain.shape[0]
+
+    def index(self, rows: torch.Tensor | slice) -> Batch:
+        """The rows selected by an index tensor or a slice."""
+        return Batch(
+            self.sparse[rows],
+            tuple(s[rows] for s in self.sequences),
+            self.dense[rows],
+            self.domain[rows],
+            None if self.label is None else self.label[rows],
+        )
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(
+            self.sparse.to(device),
+            tuple(s.to(device) for s in self.sequences),
+            self.dense.to(device),
+            self.domain.to(device),
+            None if self.label is None else self.label.to(device),
+        )

@@ -1,0 +1,161 @@
+"""Vocabularies (PAD=0, OOV=1, min count) and numeric scalers, fitted with polars on the
+training split and applied to any table: raw columns in, compact integer/float arrays out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mdctr.data.cache import atomic_write_text
+from mdctr.data.table import DOMAIN_KEY, Roles
+from mdctr.errors import InputError
+from mdctr.nn.embedding import InputSpec
+
+PAD, OOV = 0, 1
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A table as arrays. ``domain`` holds 0..D-1 for known domains and D for an unseen one."""
+
+    sparse: np.ndarray  # (N, n_categorical) int64
+    sequences: tuple[np.ndarray, ...]  # each (N, max_len) int64, PAD-filled
+    dense: np.ndarray  # (N, n_numeric) float32
+    domain: np.ndarray  # (N,) int64
+    label: np.ndarray | None  # (N,) float32
+    user: np.ndarray | None  # (N,) int64, group ids for GAUC
+
+    def __len__(self) -> int:
+        return len(self.domain)
+
+
+def _as_text(frame: pl.DataFrame, name: str) -> pl.Expr:
+    dtype = frame.schema[name]
+    if isinstance(dtype, pl.List | pl.Array):
+        return pl.col(name).cast(pl.List(pl.String))
+    return pl.col(name).cast(pl.String)
+
+
+def _sequence_items(frame: pl.DataFrame, name: str, sep: str) -> pl.Expr:
+    if frame.schema[name] == pl.String:
+        return pl.col(name).str.split(sep)
+    return _as_text(frame, name)
+
+
+@dataclass
+class Encoder:
+    """Fitted vocabularies and scalers; ``fit`` on train, ``transform`` anything with the same columns."""
+
+    roles: Roles
+    vocabs: dict[str, list[str]] = field(default_factory=dict)
+    scalers: dict[str, tuple[float, float]] = field(default_factory=dict)
+    domains: list[str] = field(default_factory=list)
+
+    @property
+    def categorical(self) -> list[str]:
+        return [f.name for f in self.roles.features if f.kind == "categorical"]
+
+    @property
+    def sequence(self) -> list[str]:
+        return [f.name for f in self.roles.features if f.kind == "sequence"]
+
+    @property
+    def numeric(self) -> list[str]:
+        return [f.name for f in self.roles.features if f.kind == "numeric"]
+
+    def vocab_size(self, name: str) -> int:
+        """Rows an embedding table needs for ``name``: PAD, OOV and the kept values."""
+        return len(self.vocabs[name]) + 2
+
+    def input_spec(self) -> InputSpec:
+        """Table sizes the model needs."""
+        return InputSpec(tuple(self.vocab_size(c) for c in self.categorical),
+                         tuple(self.vocab_size(c) for c in self.sequence),
+                         len(self.numeric), len(self.domains))
+
+    @classmethod
+    def fit(cls, frame: pl.DataFrame, roles: Roles) -> Encoder:
+        enc = cls(roles)
+        for feat in roles.features:
+            if feat.kind == "numeric":
+                col = enc._numeric(frame, feat.name)
+                mean, std = col.mean(), col.std()
+                enc.scalers[feat.name] = (float(mean or 0.0), float(std) if std else 1.0)
+                continue
+            values = (frame.select(_sequence_items(frame, feat.name, feat.sep).alias("v")).explode("v")
+                      if feat.kind == "sequence" else frame.select(_as_text(frame, feat.name).alias("v")))
+            counts = values.drop_nulls("v").group_by("v").len()
+            kept = counts.filter(pl.col("len") >= feat.min_count).sort(["len", "v"], descending=[True, False])
+            enc.vocabs[feat.name] = kept["v"].to_list()
+        enc.domains = sorted(frame[DOMAIN_KEY].unique().to_list())
+        return enc
+
+    def _numeric(self, frame: pl.DataFrame, name: str) -> pl.Series:
+        col = frame[name].cast(pl.Float64).fill_nan(None)
+        feat = next(f for f in self.roles.features if f.name == name)
+        return col.clip(lower_bound=0).log1p() if feat.log1p else col
+
+    def _ids(self, name: str, expr: pl.Expr) -> pl.Expr:
+        vocab = self.vocabs[name]
+        return expr.replace_strict(vocab, range(2, len(vocab) + 2), default=OOV, return_dtype=pl.Int64)
+
+    def transform(self, frame: pl.DataFrame, with_label: bool = True) -> Encoded:
+        """Encode a checked table (with ``DOMAIN_KEY``); unseen values map to OOV / domain D."""
+        n = frame.height
+        sparse = frame.select(
+            [self._ids(c, _as_text(frame, c)).fill_null(OOV).alias(c) for c in self.categorical]
+        ).to_numpy().astype(np.int64) if self.categorical else np.zeros((n, 0), np.int64)
+        sequences = tuple(self._sequence(frame, f.name, f.sep, f.max_len)
+                          for f in self.roles.features if f.kind == "sequence")
+        dense = np.zeros((n, len(self.numeric)), np.float32)
+        for j, c in enumerate(self.numeric):
+            mean, std = self.scalers[c]
+            col = self._numeric(frame, c).fill_null(mean)
+            dense[:, j] = ((col - mean) / std).to_numpy()
+        domain = frame.select(
+            pl.col(DOMAIN_KEY).replace_strict(self.domains, range(len(self.domains)),
+                                              default=len(self.domains), return_dtype=pl.Int64)
+        ).to_series().to_numpy()
+        label = frame[self.roles.label].cast(pl.Float32).to_numpy() if with_label else None
+        user = None
+        if self.roles.user is not None and self.roles.user in frame.columns:
+            user = frame.select(pl.col(self.roles.user).cast(pl.String).rank("dense")).to_series()
+            user = user.cast(pl.Int64).to_numpy()
+        return Encoded(sparse, sequences, dense, domain, label, user)
+
+    def _sequence(self, frame: pl.DataFrame, name: str, sep: str, max_len: int) -> np.ndarray:
+        items = frame.select(
+            _sequence_items(frame, name, sep).list.head(max_len)
+            .list.eval(self._ids(name, pl.element()).fill_null(OOV)).alias("ids")
+        )["ids"]
+        lengths = items.list.len().fill_null(0).to_numpy().astype(np.int64)
+        flat = items.explode().drop_nulls().to_numpy().astype(np.int64)
+        out = np.full((frame.height, max_len), PAD, np.int64)
+        rows = np.repeat(np.arange(frame.height), lengths)
+        cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[rows, cols] = flat
+        return out
+
+    def to_dict(self) -> dict:
+        return {"roles": self.roles.to_dict(), "vocabs": self.vocabs,
+                "scalers": {k: list(v) for k, v in self.scalers.items()}, "domains": self.domains}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Encoder:
+        return cls(Roles.from_dict(data["roles"]), data["vocabs"],
+                   {k: (v[0], v[1]) for k, v in data["scalers"].items()}, data["domains"])
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Encoder:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"{path}: cannot read the vocabularies ({type(err).__name__}); "
+                             f"the run directory is damaged, retrain it") from None

@@ -1,0 +1,178 @@
+"""User tables: read parquet/CSV, check every declared column, split into train/valid/test."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mdctr.config import DataConfig, FeatureConfig
+from mdctr.errors import InputError
+
+DOMAIN_KEY = "__domain__"
+
+
+@dataclass(frozen=True)
+class Roles:
+    """Which column plays which part: label, domain (one or several columns), features, user."""
+
+    label: str
+    domain: tuple[str, ...]
+    features: tuple[FeatureConfig, ...]
+    user: str | None = None
+
+    @classmethod
+    def from_config(cls, cfg: DataConfig) -> Roles:
+        if cfg.task is not None:
+            from mdctr.data.tasks import TASKS
+
+            task = TASKS[cfg.task]
+            return cls(task.label, (task.domain,), cfg.features or task.features, cfg.user or task.user)
+        assert cfg.label is not None and cfg.domain is not None
+        domain = (cfg.domain,) if isinstance(cfg.domain, str) else tuple(cfg.domain)
+        return cls(cfg.label, domain, cfg.features, cfg.user)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"label": self.label, "domain": list(self.domain), "user": self.user,
+                "features": [f.model_dump() for f in self.features]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Roles:
+        return cls(data["label"], tuple(data["domain"]),
+                   tuple(FeatureConfig(**f) for f in data["features"]), data.get("user"))
+
+
+def read_table(path: str | Path) -> pl.DataFrame:
+    """Read a parquet or CSV file; a missing, unreadable or empty file is an InputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"data file {path} not found; check the path")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame = pl.read_parquet(path)
+        elif suffix in (".csv", ".tsv", ".txt"):
+            frame = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+        else:
+            raise InputError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+    except (pl.exceptions.PolarsError, OSError) as err:
+        if isinstance(err, pl.exceptions.NoDataError):
+            raise InputError(f"{path} is empty; give a file with a header and at least one row") from None
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{path}: cannot read it ({first}); check that it is valid {suffix[1:]}") from None
+    if frame.height == 0:
+        raise InputError(f"{path} has no rows; give a file with at least one row")
+    return frame
+
+
+def _need_column(frame: pl.DataFrame, name: str, role: str, where: str) -> pl.Series:
+    if name in frame.columns:
+        return frame[name]
+    close = difflib.get_close_matches(name, frame.columns, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"available: {', '.join(frame.columns[:12])}"
+    raise InputError(f"{where}: column {name!r} ({role}) not found; {hint}")
+
+
+def _is_numeric(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric() or dtype == pl.Boolean
+
+
+def check_label(series: pl.Series, where: str) -> None:
+    """The label must be numeric 0/1 with no missing values."""
+    name = series.name
+    if not _is_numeric(series.dtype):
+        raise InputError(f"{where}: label column {name!r} must be numeric 0/1, found {series.dtype}")
+    values = series.cast(pl.Float64)
+    bad = values.is_null() | values.is_nan()
+    if bad.any():
+        first = int(bad.arg_true()[0])
+        raise InputError(f"{where}: label column {name!r} has {int(bad.sum())} missing/NaN values "
+                         f"(first at row {first}); drop or fill those rows")
+    wrong = ~values.is_in([0.0, 1.0])
+    if wrong.any():
+        shown = ", ".join(str(v) for v in values.filter(wrong).unique().sort().head(5).to_list())
+        raise InputError(f"{where}: label column {name!r} must be 0/1, found {shown}; "
+                         f"binarise it (e.g. rating >= 4)")
+
+
+def check_table(frame: pl.DataFrame, roles: Roles, where: str, need_label: bool = True) -> None:
+    """Every declared column exists with a usable type; the label is clean 0/1."""
+    if frame.height == 0:
+        raise InputError(f"{where} has no rows; give at least one row")
+    if need_label:
+        check_label(_need_column(frame, roles.label, "label", where), where)
+    for name in roles.domain:
+        col = _need_column(frame, name, "domain", where)
+        if isinstance(col.dtype, pl.List | pl.Array | pl.Struct):
+            raise InputError(f"{where}: domain column {name!r} holds {col.dtype}; it must be a scalar column")
+    if roles.user is not None:
+        _need_column(frame, roles.user, "user", where)
+    for feat in roles.features:
+        col = _need_column(frame, feat.name, feat.kind, where)
+        nested = isinstance(col.dtype, pl.List | pl.Array)
+        if feat.kind == "numeric" and not _is_numeric(col.dtype):
+            raise InputError(f"{where}: column {feat.name!r} is declared numeric but holds {col.dtype}; "
+                             f"cast it to numbers or declare it kind: categorical")
+        if feat.kind == "categorical" and (nested or isinstance(col.dtype, pl.Struct)):
+            raise InputError(f"{where}: column {feat.name!r} holds {col.dtype}; declare it kind: sequence")
+        if feat.kind == "sequence" and not (nested or col.dtype == pl.String):
+            raise InputError(f"{where}: column {feat.name!r} is declared sequence but holds {col.dtype}; "
+                             f"give a list column or text joined by {feat.sep!r}")
+
+
+def with_domain_key(frame: pl.DataFrame, domain: tuple[str, ...]) -> pl.DataFrame:
+    """Add the domain as one text column (several domain columns joined by '|')."""
+    parts = [pl.col(c).cast(pl.String).fill_null("<null>") for c in domain]
+    key = parts[0] if len(parts) == 1 else pl.concat_str(parts, separator="|")
+    return frame.with_columns(key.alias(DOMAIN_KEY))
+
+
+def split(frame: pl.DataFrame, label: str, valid: float, test: float, seed: int
+          ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """Random train/valid/test split stratified by label within each domain (``DOMAIN_KEY``)."""
+    groups = frame.select(
+        pl.struct(DOMAIN_KEY, pl.col(label).cast(pl.Int8)).rank("dense").alias("g")
+    )["g"].to_numpy()
+    order = np.random.default_rng(seed).permutation(frame.height)
+    order = order[np.argsort(groups[order], kind="stable")]
+    sorted_groups = groups[order]
+    starts = np.searchsorted(sorted_groups, sorted_groups, side="left")
+    sizes = np.bincount(sorted_groups)[sorted_groups]
+    position = np.arange(frame.height) - starts
+    n_train = np.round(sizes * (1 - valid - test))
+    n_valid = np.round(sizes * valid)
+    part = np.where(position < n_train, 0, np.where(position < n_train + n_valid, 1, 2))
+    return tuple(frame[np.sort(order[part == k])] for k in range(3))  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Checked tables for one experiment, split, with the domain key added."""
+
+    roles: Roles
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    test: pl.DataFrame
+
+
+def prepare(cfg: DataConfig) -> Prepared:
+    """Load the task or the user's table(s), check them and split them."""
+    roles = Roles.from_config(cfg)
+    if cfg.task is not None:
+        from mdctr.data.tasks import TASKS
+
+        frames = [TASKS[cfg.task].load(cfg.rows)]
+        names = [cfg.task]
+    else:
+        names = [p for p in (cfg.path, cfg.valid_path, cfg.test_path) if p is not None]
+        frames = [read_table(p) for p in names]
+    for frame, name in zip(frames, names, strict=True):
+        check_table(frame, roles, str(name))
+    frames = [with_domain_key(f, roles.domain) for f in frames]
+    if len(frames) == 3:
+        return Prepared(roles, *frames)
+    train, valid, test = split(frames[0], roles.label, cfg.split.valid, cfg.split.test, cfg.split.seed)
+    return Prepared(roles, train, valid, test)

@@ -1,0 +1,1 @@
+"""One model per file; every model maps a Batch to logits (B,)."""

@@ -1,0 +1,31 @@
+"""DeepFM (Guo et al., 2017): first-order + FM second-order + DNN over shared embeddings."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.interaction import FactorizationMachine
+from mdctr.nn.mlp import MLP
+
+
+class DeepFM(nn.Module):
+    """logit = bias + sum(first-order weights) + FM(embeddings) + MLP(embeddings)."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature)
+        self.linear = FieldEmbedding(spec, 1, cfg.embedding_init_std, cfg.domain_as_feature)
+        self.bias = nn.Parameter(torch.zeros(1))
+        self.fm = FactorizationMachine()
+        self.mlp = MLP(self.embedding.num_fields * cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        self.head = nn.Linear(self.mlp.out_features, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = self.embedding(batch)
+        first_order = self.linear(batch).sum(dim=(1, 2))
+        deep = self.head(self.mlp(fields.flatten(1))).squeeze(-1)
+        return self.bias + first_order + self.fm(fields) + deep

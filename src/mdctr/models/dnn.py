@@ -1,0 +1,24 @@
+"""DNN: field embeddings concatenated into an MLP; the domain is one more field."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.mlp import MLP
+
+
+class DNN(nn.Module):
+    """embeddings (B, F, dim) -> flatten -> MLP -> Linear -> logits (B,)."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature)
+        self.mlp = MLP(self.embedding.num_fields * cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        self.head = nn.Linear(self.mlp.out_features, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.head(self.mlp(self.embedding(batch).flatten(1))).squeeze(-1)

@@ -1,0 +1,154 @@
+"""The user's path as library calls: train an experiment into a run directory, evaluate
+a run, score a table with a run. The CLI is a thin shell over these."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from mdctr import runs
+from mdctr.config import Experiment
+from mdctr.data.cache import atomic_write
+from mdctr.data.encode import Encoder
+from mdctr.data.loader import TensorData
+from mdctr.data.table import DOMAIN_KEY, check_table, prepare, read_table, with_domain_key
+from mdctr.errors import InputError
+from mdctr.metrics import evaluate
+from mdctr.registry import build_model
+from mdctr.report import markdown, plot_curves, plot_domains
+from mdctr.train import CHECKPOINT, Trainer, TrainState, predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What `train_experiment` produced."""
+
+    run_dir: Path
+    metrics: dict
+    state: TrainState
+    preprocess_s: float
+    params: int
+
+
+def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: bool) -> None:
+    if resume:
+        if not (out / CHECKPOINT).is_file():
+            raise InputError(f"nothing to resume in {out}: no {CHECKPOINT}; start without --resume")
+        saved = runs.read_config(out)
+        if saved.model_dump(exclude={"name"}) != experiment.model_dump(exclude={"name"}):
+            raise InputError(f"the config differs from {out / runs.CONFIG}; resume with the same config "
+                             f"and --set values, or train into a new --out")
+        return
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise InputError(f"{out} already holds files; choose another --out, add --overwrite, "
+                         f"or --resume an interrupted run")
+
+
+def train_experiment(experiment: Experiment, out: str | Path, resume: bool = False, overwrite: bool = False,
+                     progress: bool = False, callbacks: Sequence[Callable[[TrainState], None]] = ()
+                     ) -> TrainResult:
+    """Check and encode the data, train, evaluate on the test split and write the run directory.
+
+    Nothing is written before the data and config have been checked.
+    """
+    out = Path(out)
+    _claim_run_dir(out, experiment, resume, overwrite)
+    start = time.perf_counter()
+    data = prepare(experiment.data)
+    encoder = Encoder.load(out / runs.VOCAB) if resume else Encoder.fit(data.train, data.roles)
+    train, valid, test = (TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
+    test_user = encoder.transform(data.test).user
+    preprocess_s = time.perf_counter() - start
+    log.info("data: %d train, %d valid, %d test rows, %d domains, encoded in %.1f s",
+             len(train), len(valid), len(test), len(encoder.domains), preprocess_s)
+
+    torch.manual_seed(experiment.train.seed)
+    model = build_model(encoder.input_spec(), experiment.model)
+    params = sum(p.numel() for p in model.parameters())
+    if not resume:
+        if overwrite and out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
+        runs.write_config(out, experiment)
+        encoder.save(out / runs.VOCAB)
+    trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
+    state = trainer.fit(train, valid, resume=resume)
+
+    prob = predict(model, test, experiment.train.eval_batch_size)
+    metrics = evaluate(test.rows.label.numpy(), prob, test.rows.domain.numpy(), encoder.domains, test_user)
+    rates = [h["samples_per_s"] for h in state.history]
+    info = {**runs.provenance(experiment), "params": params, "preprocess_s": round(preprocess_s, 3),
+            "epochs_run": state.epoch, "best_epoch": state.best_epoch,
+            "train_samples_per_s": round(float(np.median(rates)), 1) if rates else None}
+    _write_results(out, experiment.name, metrics, state.history, info)
+    return TrainResult(out, metrics, state, preprocess_s, params)
+
+
+def _write_results(out: Path, title: str, metrics: dict, history: list[dict], info: dict) -> None:
+    runs.write_json(out / runs.METRICS, metrics)
+    runs.write_json(out / runs.HISTORY, history)
+    runs.write_json(out / runs.INFO, info)
+    (out / runs.REPORT).parent.mkdir(parents=True, exist_ok=True)
+    runs.atomic_write_text(out / runs.REPORT, markdown(metrics, title, history))
+    plot_domains(metrics, str(out / "domain_auc.png"))
+    if history:
+        plot_curves(history, str(out / "curves.png"))
+
+
+def _score_frame(run: runs.Run, frame: pl.DataFrame, where: str, need_label: bool
+                 ) -> tuple[np.ndarray, TensorData, np.ndarray | None]:
+    check_table(frame, run.encoder.roles, where, need_label=need_label)
+    encoded = run.encoder.transform(with_domain_key(frame, run.encoder.roles.domain), with_label=need_label)
+    data = TensorData(encoded)
+    return predict(run.model, data, run.experiment.train.eval_batch_size), data, encoded.user
+
+
+def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> dict:
+    """Metrics of a run on its own test split, or on a labelled table."""
+    run = runs.load_run(run_dir)
+    if data_path is None:
+        frame, where = prepare(run.experiment.data).test, "test split"
+    else:
+        frame, where = read_table(data_path), str(data_path)
+    prob, data, user = _score_frame(run, frame, where, need_label=True)
+    return evaluate(data.rows.label.numpy(), prob, data.rows.domain.numpy(), run.encoder.domains, user)
+
+
+def _writable(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:
+    if suffix != ".csv":
+        return frame
+    lists = [c for c, t in frame.schema.items() if isinstance(t, pl.List | pl.Array)]
+    return frame.with_columns(pl.col(c).cast(pl.List(pl.String)).list.join("|") for c in lists)
+
+
+def predict_run(run_dir: str | Path, input_path: str | Path, out: str | Path) -> pl.DataFrame:
+    """Score every row of a table; writes the input columns plus ``score`` and ``domain_seen``."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in (".parquet", ".csv"):
+        raise InputError(f"--out {out}: use a .parquet or .csv file name")
+    run = runs.load_run(run_dir)
+    frame = read_table(input_path)
+    prob, data, _ = _score_frame(run, frame, str(input_path), need_label=False)
+    seen = data.rows.domain.numpy() < len(run.encoder.domains)
+    if not seen.all():
+        log.warning("%d rows have a domain unseen in training; they get the shared prediction",
+                    int((~seen).sum()))
+    result = frame.drop(DOMAIN_KEY, strict=False).with_columns(
+        pl.Series("score", prob.astype(np.float64)), pl.Series("domain_seen", seen))
+    writable = _writable(result, suffix)
+    if suffix == ".csv":
+        atomic_write(out, lambda tmp: writable.write_csv(tmp))
+    else:
+        atomic_write(out, lambda tmp: writable.write_parquet(tmp))
+    return result
