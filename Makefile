@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/mdctr train configs/ml1m-gender.yaml --out runs/demo-ml1m-gender --overwrite
 
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -17,8 +17,12 @@ from rich.console import Console
 
 from mdctr.errors import InputError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Multi-domain click-through-rate prediction.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Multi-domain click-through-rate prediction.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data.")
 app.add_typer(data_app, name="data")
 console = Console()
@@ -26,8 +30,12 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def _setup(threads: int | None = None, quiet: bool = False) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+    )
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
@@ -77,8 +85,13 @@ def train(
 
     experiment = load_experiment(config, tuple(set_ or ()))
     _setup(experiment.train.threads, quiet)
-    result = train_experiment(experiment, out or Path("runs") / experiment.name, resume=resume,
-                              overwrite=overwrite, progress=not quiet)
+    result = train_experiment(
+        experiment,
+        out or Path("runs") / experiment.name,
+        resume=resume,
+        overwrite=overwrite,
+        progress=not quiet,
+    )
     console.print(domain_table(result.metrics, f"{experiment.name} (test)"))
     console.print(f"run directory: {result.run_dir}")
 
@@ -87,9 +100,13 @@ def train(
 @user_errors
 def evaluate_cmd(
     run: Annotated[Path, typer.Argument(help="run directory")],
-    data: Annotated[Path | None, typer.Option(help="labelled parquet/CSV; default: the run's test split")] = None,
-    out: Annotated[Path | None, typer.Option(help="metrics file; default RUN/metrics.json or "
-                                                  "RUN/metrics-<data name>.json")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="labelled parquet/CSV; default: the run's test split")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="metrics file; default RUN/metrics.json or RUN/metrics-<data name>.json"),
+    ] = None,
 ) -> None:
     """Per-domain metrics of a run; prints the table and writes metrics JSON."""
     from mdctr.pipeline import evaluate_run

@@ -96,7 +96,9 @@ class ModelConfig(_Frozen):
         from mdctr.registry import BACKBONES
 
         if value not in BACKBONES:
-            raise ValueError(f"unknown model.backbone {value!r}; choose one of: {', '.join(sorted(BACKBONES))}")
+            raise ValueError(
+                f"unknown model.backbone {value!r}; choose one of: {', '.join(sorted(BACKBONES))}"
+            )
         return value
 
     @field_validator("multidomain")
@@ -170,9 +172,7 @@ def _explain(err: ValidationError, where: str) -> str:
             annotation = parent.model_fields[str(part)].annotation
             args = getattr(annotation, "__args__", ())
             candidates = [annotation, *args]
-            parent = next(
-                (c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), parent
-            )
+            parent = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), parent)
         close = difflib.get_close_matches(key, list(parent.model_fields), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(parent.model_fields)}"
         return f"{where}: unknown key {loc!r}{hint}"

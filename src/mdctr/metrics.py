@@ -37,8 +37,10 @@ def gauc(label: np.ndarray, prob: np.ndarray, group: np.ndarray) -> float:
         .agg(n=pl.len(), pos=pl.col("y").sum(), rank_pos=(pl.col("r") * pl.col("y")).sum())
         .with_columns(neg=pl.col("n") - pl.col("pos"))
         .filter((pl.col("pos") > 0) & (pl.col("neg") > 0))
-        .with_columns(auc=(pl.col("rank_pos") - pl.col("pos") * (pl.col("pos") + 1) / 2)
-                      / (pl.col("pos") * pl.col("neg")))
+        .with_columns(
+            auc=(pl.col("rank_pos") - pl.col("pos") * (pl.col("pos") + 1) / 2)
+            / (pl.col("pos") * pl.col("neg"))
+        )
     )
     if per_group.height == 0:
         return math.nan
@@ -49,8 +51,13 @@ def _clean(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 6)
 
 
-def evaluate(label: np.ndarray, prob: np.ndarray, domain: np.ndarray, domain_names: list[str],
-             user: np.ndarray | None = None) -> dict:
+def evaluate(
+    label: np.ndarray,
+    prob: np.ndarray,
+    domain: np.ndarray,
+    domain_names: list[str],
+    user: np.ndarray | None = None,
+) -> dict:
     """The metrics.json contract: overall, per-domain, mean AUC, WAUC, GAUC.
 
     ``domain`` holds indices into ``domain_names``; index ``len(domain_names)`` marks rows of
@@ -64,8 +71,12 @@ def evaluate(label: np.ndarray, prob: np.ndarray, domain: np.ndarray, domain_nam
         mask = domain == idx
         if not mask.any():
             continue
-        entry = {"auc": _clean(auc(label[mask], prob[mask])), "logloss": _clean(logloss(label[mask], prob[mask])),
-                 "n": int(mask.sum()), "pos_rate": round(float(label[mask].mean()), 6)}
+        entry = {
+            "auc": _clean(auc(label[mask], prob[mask])),
+            "logloss": _clean(logloss(label[mask], prob[mask])),
+            "n": int(mask.sum()),
+            "pos_rate": round(float(label[mask].mean()), 6),
+        }
         if name == UNSEEN:
             entry["unseen"] = True
         domains[name] = entry
@@ -74,7 +85,11 @@ def evaluate(label: np.ndarray, prob: np.ndarray, domain: np.ndarray, domain_nam
     weights = np.array([d["n"] for d in scored], dtype=np.float64)
     wauc = float(np.dot([d["auc"] for d in scored], weights) / weights.sum()) if scored else math.nan
     return {
-        "overall": {"auc": _clean(auc(label, prob)), "logloss": _clean(logloss(label, prob)), "n": len(label)},
+        "overall": {
+            "auc": _clean(auc(label, prob)),
+            "logloss": _clean(logloss(label, prob)),
+            "n": len(label),
+        },
         "domains": domains,
         "mean_auc": _clean(mean_auc),
         "wauc": _clean(wauc),

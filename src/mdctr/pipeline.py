@@ -46,17 +46,26 @@ def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: b
             raise InputError(f"nothing to resume in {out}: no {CHECKPOINT}; start without --resume")
         saved = runs.read_config(out)
         if saved.model_dump(exclude={"name"}) != experiment.model_dump(exclude={"name"}):
-            raise InputError(f"the config differs from {out / runs.CONFIG}; resume with the same config "
-                             f"and --set values, or train into a new --out")
+            raise InputError(
+                f"the config differs from {out / runs.CONFIG}; resume with the same config "
+                f"and --set values, or train into a new --out"
+            )
         return
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(f"{out} already holds files; choose another --out, add --overwrite, "
-                         f"or --resume an interrupted run")
+        raise InputError(
+            f"{out} already holds files; choose another --out, add --overwrite, "
+            f"or --resume an interrupted run"
+        )
 
 
-def train_experiment(experiment: Experiment, out: str | Path, resume: bool = False, overwrite: bool = False,
-                     progress: bool = False, callbacks: Sequence[Callable[[TrainState], None]] = ()
-                     ) -> TrainResult:
+def train_experiment(
+    experiment: Experiment,
+    out: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    callbacks: Sequence[Callable[[TrainState], None]] = (),
+) -> TrainResult:
     """Check and encode the data, train, evaluate on the test split and write the run directory.
 
     Nothing is written before the data and config have been checked.
@@ -69,8 +78,14 @@ def train_experiment(experiment: Experiment, out: str | Path, resume: bool = Fal
     train, valid, test = (TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
     test_user = encoder.transform(data.test).user
     preprocess_s = time.perf_counter() - start
-    log.info("data: %d train, %d valid, %d test rows, %d domains, encoded in %.1f s",
-             len(train), len(valid), len(test), len(encoder.domains), preprocess_s)
+    log.info(
+        "data: %d train, %d valid, %d test rows, %d domains, encoded in %.1f s",
+        len(train),
+        len(valid),
+        len(test),
+        len(encoder.domains),
+        preprocess_s,
+    )
 
     torch.manual_seed(experiment.train.seed)
     model = build_model(encoder.input_spec(), experiment.model)
@@ -87,9 +102,14 @@ def train_experiment(experiment: Experiment, out: str | Path, resume: bool = Fal
     prob = predict(model, test, experiment.train.eval_batch_size)
     metrics = evaluate(test.rows.label.numpy(), prob, test.rows.domain.numpy(), encoder.domains, test_user)
     rates = [h["samples_per_s"] for h in state.history]
-    info = {**runs.provenance(experiment), "params": params, "preprocess_s": round(preprocess_s, 3),
-            "epochs_run": state.epoch, "best_epoch": state.best_epoch,
-            "train_samples_per_s": round(float(np.median(rates)), 1) if rates else None}
+    info = {
+        **runs.provenance(experiment),
+        "params": params,
+        "preprocess_s": round(preprocess_s, 3),
+        "epochs_run": state.epoch,
+        "best_epoch": state.best_epoch,
+        "train_samples_per_s": round(float(np.median(rates)), 1) if rates else None,
+    }
     _write_results(out, experiment.name, metrics, state.history, info)
     return TrainResult(out, metrics, state, preprocess_s, params)
 
@@ -105,8 +125,9 @@ def _write_results(out: Path, title: str, metrics: dict, history: list[dict], in
         plot_curves(history, str(out / "curves.png"))
 
 
-def _score_frame(run: runs.Run, frame: pl.DataFrame, where: str, need_label: bool
-                 ) -> tuple[np.ndarray, TensorData, np.ndarray | None]:
+def _score_frame(
+    run: runs.Run, frame: pl.DataFrame, where: str, need_label: bool
+) -> tuple[np.ndarray, TensorData, np.ndarray | None]:
     check_table(frame, run.encoder.roles, where, need_label=need_label)
     encoded = run.encoder.transform(with_domain_key(frame, run.encoder.roles.domain), with_label=need_label)
     data = TensorData(encoded)
@@ -142,10 +163,12 @@ def predict_run(run_dir: str | Path, input_path: str | Path, out: str | Path) ->
     prob, data, _ = _score_frame(run, frame, str(input_path), need_label=False)
     seen = data.rows.domain.numpy() < len(run.encoder.domains)
     if not seen.all():
-        log.warning("%d rows have a domain unseen in training; they get the shared prediction",
-                    int((~seen).sum()))
+        log.warning(
+            "%d rows have a domain unseen in training; they get the shared prediction", int((~seen).sum())
+        )
     result = frame.drop(DOMAIN_KEY, strict=False).with_columns(
-        pl.Series("score", prob.astype(np.float64)), pl.Series("domain_seen", seen))
+        pl.Series("score", prob.astype(np.float64)), pl.Series("domain_seen", seen)
+    )
     writable = _writable(result, suffix)
     if suffix == ".csv":
         atomic_write(out, lambda tmp: writable.write_csv(tmp))

@@ -16,8 +16,10 @@ def _fmt(value: float | None, digits: int = 4) -> str:
 
 
 def _rows(metrics: dict) -> list[tuple[str, ...]]:
-    rows = [(name, _fmt(d["auc"]), _fmt(d["logloss"]), f"{d['n']:,}", _fmt(d["pos_rate"], 3))
-            for name, d in metrics["domains"].items()]
+    rows = [
+        (name, _fmt(d["auc"]), _fmt(d["logloss"]), f"{d['n']:,}", _fmt(d["pos_rate"], 3))
+        for name, d in metrics["domains"].items()
+    ]
     overall = metrics["overall"]
     rows.append(("overall", _fmt(overall["auc"]), _fmt(overall["logloss"]), f"{overall['n']:,}", ""))
     return rows
@@ -28,8 +30,9 @@ HEADER = ("domain", "AUC", "logloss", "n", "pos rate")
 
 def summary_line(metrics: dict) -> str:
     """mean AUC, WAUC and GAUC in one line."""
-    return (f"mean AUC {_fmt(metrics['mean_auc'])}   WAUC {_fmt(metrics['wauc'])}   "
-            f"GAUC {_fmt(metrics['gauc'])}")
+    return (
+        f"mean AUC {_fmt(metrics['mean_auc'])}   WAUC {_fmt(metrics['wauc'])}   GAUC {_fmt(metrics['gauc'])}"
+    )
 
 
 def domain_table(metrics: dict, title: str = "") -> Table:
@@ -49,8 +52,11 @@ def markdown(metrics: dict, title: str, history: list[dict] | None = None) -> st
     lines += ["", summary_line(metrics), ""]
     if history:
         lines += ["| epoch | train loss | valid AUC | valid logloss | samples/s |", "|---|---|---|---|---|"]
-        lines += [f"| {h['epoch']} | {h['train_loss']:.4f} | {_fmt(h['valid_auc'])} | "
-                  f"{_fmt(h['valid_logloss'])} | {h['samples_per_s']:,.0f} |" for h in history]
+        lines += [
+            f"| {h['epoch']} | {h['train_loss']:.4f} | {_fmt(h['valid_auc'])} | "
+            f"{_fmt(h['valid_logloss'])} | {h['samples_per_s']:,.0f} |"
+            for h in history
+        ]
     return "\n".join(lines) + "\n"
 
 

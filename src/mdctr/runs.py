@@ -34,7 +34,13 @@ from mdctr.train import BEST
 from mdctr.weights import load_tensors
 
 CONFIG, VOCAB, METRICS, HISTORY, INFO, REPORT = (
-    "config.yaml", "vocab.json", "metrics.json", "history.json", "run.json", "report.md")
+    "config.yaml",
+    "vocab.json",
+    "metrics.json",
+    "history.json",
+    "run.json",
+    "report.md",
+)
 
 
 def write_json(path: Path, data: object) -> None:
@@ -48,8 +54,10 @@ def write_config(run_dir: Path, experiment: Experiment) -> None:
 def read_config(run_dir: Path) -> Experiment:
     path = run_dir / CONFIG
     if not path.is_file():
-        raise InputError(f"{run_dir} is not an mdctr run directory (no {CONFIG}); "
-                         f"pass the --out folder of a finished `mdctr train`")
+        raise InputError(
+            f"{run_dir} is not an mdctr run directory (no {CONFIG}); "
+            f"pass the --out folder of a finished `mdctr train`"
+        )
     try:
         tree = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
@@ -60,9 +68,12 @@ def read_config(run_dir: Path) -> Experiment:
 def _git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True,
-                               timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=here, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     if out.returncode != 0:
@@ -79,9 +90,15 @@ def provenance(experiment: Experiment) -> dict:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"seed": experiment.train.seed, "split_seed": experiment.data.split.seed,
-            "python": platform.python_version(), "platform": platform.platform(),
-            "torch_threads": torch.get_num_threads(), "versions": versions, "git_commit": _git_commit()}
+    return {
+        "seed": experiment.train.seed,
+        "split_seed": experiment.data.split.seed,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions,
+        "git_commit": _git_commit(),
+    }
 
 
 @dataclass
@@ -104,14 +121,17 @@ def load_run(run_dir: str | Path) -> Run:
         raise InputError(f"{run_dir} is not a complete run (no {VOCAB}); train it again")
     encoder = Encoder.load(run_dir / VOCAB)
     if not (run_dir / BEST).is_file():
-        raise InputError(f"{run_dir} has no trained weights ({BEST}); finish training with "
-                         f"`mdctr train ... --out {run_dir} --resume`")
+        raise InputError(
+            f"{run_dir} has no trained weights ({BEST}); finish training with "
+            f"`mdctr train ... --out {run_dir} --resume`"
+        )
     model = build_model(encoder.input_spec(), experiment.model)
     tensors, _ = load_tensors(run_dir / BEST)
     try:
         model.load_state_dict(tensors)
     except RuntimeError:
-        raise InputError(f"{run_dir / BEST} does not match the model in {CONFIG}; the run is damaged, "
-                         f"train it again") from None
+        raise InputError(
+            f"{run_dir / BEST} does not match the model in {CONFIG}; the run is damaged, train it again"
+        ) from None
     model.eval()
     return Run(run_dir, experiment, encoder, model)

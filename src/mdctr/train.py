@@ -58,8 +58,14 @@ class Trainer:
     (weights, optimizer, RNG, progress) to ``checkpoint.safetensors`` after every epoch.
     """
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, run_dir: Path | None = None,
-                 progress: bool = False, callbacks: Sequence[Callable[[TrainState], None]] = ()) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        run_dir: Path | None = None,
+        progress: bool = False,
+        callbacks: Sequence[Callable[[TrainState], None]] = (),
+    ) -> None:
         self.model = model
         self.cfg = cfg
         self.run_dir = run_dir
@@ -90,8 +96,14 @@ class Trainer:
         total, steps = 0.0, 0
         start = time.perf_counter()
         n_batches = math.ceil(len(train) / cfg.batch_size)
-        bar = tqdm(train.batches(cfg.batch_size, generator), total=n_batches, desc=f"epoch {epoch + 1}",
-                   disable=None if self.progress else True, leave=False, mininterval=0.5)
+        bar = tqdm(
+            train.batches(cfg.batch_size, generator),
+            total=n_batches,
+            desc=f"epoch {epoch + 1}",
+            disable=None if self.progress else True,
+            leave=False,
+            mininterval=0.5,
+        )
         for batch in bar:
             loss = F.binary_cross_entropy_with_logits(self.model(batch), batch.label)
             self.optimizer.zero_grad(set_to_none=True)
@@ -105,11 +117,22 @@ class Trainer:
         seconds = time.perf_counter() - start
         prob = predict(self.model, valid, cfg.eval_batch_size)
         label = valid.rows.label.numpy()
-        record = {"epoch": epoch + 1, "train_loss": total / max(steps, 1), "valid_auc": auc(label, prob),
-                  "valid_logloss": logloss(label, prob), "samples_per_s": len(train) / seconds,
-                  "seconds": seconds}
-        log.info("epoch %d: loss %.4f, valid AUC %.4f, logloss %.4f, %.0f samples/s", record["epoch"],
-                 record["train_loss"], record["valid_auc"], record["valid_logloss"], record["samples_per_s"])
+        record = {
+            "epoch": epoch + 1,
+            "train_loss": total / max(steps, 1),
+            "valid_auc": auc(label, prob),
+            "valid_logloss": logloss(label, prob),
+            "samples_per_s": len(train) / seconds,
+            "seconds": seconds,
+        }
+        log.info(
+            "epoch %d: loss %.4f, valid AUC %.4f, logloss %.4f, %.0f samples/s",
+            record["epoch"],
+            record["train_loss"],
+            record["valid_auc"],
+            record["valid_logloss"],
+            record["samples_per_s"],
+        )
         self._update(record)
 
     def _update(self, record: dict) -> None:
@@ -133,7 +156,10 @@ class Trainer:
         for pid, slots in optim["state"].items():
             tensors.update({f"optim.{pid}.{k}": torch.as_tensor(v) for k, v in slots.items()})
         tensors["rng.torch"] = torch.get_rng_state()
-        metadata = {"state": json.dumps(asdict(self.state)), "param_groups": json.dumps(optim["param_groups"])}
+        metadata = {
+            "state": json.dumps(asdict(self.state)),
+            "param_groups": json.dumps(optim["param_groups"]),
+        }
         save_tensors(self.run_dir / CHECKPOINT, tensors, metadata)
 
     def _load_checkpoint(self) -> None:

@@ -13,7 +13,9 @@ from mdctr.data.cache import atomic_write_bytes
 from mdctr.errors import InputError
 
 
-def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_tensors(
+    path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     """Write named tensors (and string metadata) to ``path`` atomically."""
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write_bytes(path, save(data, metadata=metadata))
@@ -30,5 +32,5 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     except (SafetensorError, ValueError) as err:
         raise InputError(f"{path} is damaged ({err}); train the run again") from None
     header_len = int.from_bytes(raw[:8], "little")
-    metadata = json.loads(raw[8:8 + header_len]).get("__metadata__", {}) or {}
+    metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {}) or {}
     return tensors, metadata

@@ -73,9 +73,12 @@ class Encoder:
 
     def input_spec(self) -> InputSpec:
         """Table sizes the model needs."""
-        return InputSpec(tuple(self.vocab_size(c) for c in self.categorical),
-                         tuple(self.vocab_size(c) for c in self.sequence),
-                         len(self.numeric), len(self.domains))
+        return InputSpec(
+            tuple(self.vocab_size(c) for c in self.categorical),
+            tuple(self.vocab_size(c) for c in self.sequence),
+            len(self.numeric),
+            len(self.domains),
+        )
 
     @classmethod
     def fit(cls, frame: pl.DataFrame, roles: Roles) -> Encoder:
@@ -86,8 +89,11 @@ class Encoder:
                 mean, std = col.mean(), col.std()
                 enc.scalers[feat.name] = (float(mean or 0.0), float(std) if std else 1.0)
                 continue
-            values = (frame.select(_sequence_items(frame, feat.name, feat.sep).alias("v")).explode("v")
-                      if feat.kind == "sequence" else frame.select(_as_text(frame, feat.name).alias("v")))
+            values = (
+                frame.select(_sequence_items(frame, feat.name, feat.sep).alias("v")).explode("v")
+                if feat.kind == "sequence"
+                else frame.select(_as_text(frame, feat.name).alias("v"))
+            )
             counts = values.drop_nulls("v").group_by("v").len()
             kept = counts.filter(pl.col("len") >= feat.min_count).sort(["len", "v"], descending=[True, False])
             enc.vocabs[feat.name] = kept["v"].to_list()
@@ -106,20 +112,32 @@ class Encoder:
     def transform(self, frame: pl.DataFrame, with_label: bool = True) -> Encoded:
         """Encode a checked table (with ``DOMAIN_KEY``); unseen values map to OOV / domain D."""
         n = frame.height
-        sparse = frame.select(
-            [self._ids(c, _as_text(frame, c)).fill_null(OOV).alias(c) for c in self.categorical]
-        ).to_numpy().astype(np.int64) if self.categorical else np.zeros((n, 0), np.int64)
-        sequences = tuple(self._sequence(frame, f.name, f.sep, f.max_len)
-                          for f in self.roles.features if f.kind == "sequence")
+        sparse = (
+            frame.select([self._ids(c, _as_text(frame, c)).fill_null(OOV).alias(c) for c in self.categorical])
+            .to_numpy()
+            .astype(np.int64)
+            if self.categorical
+            else np.zeros((n, 0), np.int64)
+        )
+        sequences = tuple(
+            self._sequence(frame, f.name, f.sep, f.max_len)
+            for f in self.roles.features
+            if f.kind == "sequence"
+        )
         dense = np.zeros((n, len(self.numeric)), np.float32)
         for j, c in enumerate(self.numeric):
             mean, std = self.scalers[c]
             col = self._numeric(frame, c).fill_null(mean)
             dense[:, j] = ((col - mean) / std).to_numpy()
-        domain = frame.select(
-            pl.col(DOMAIN_KEY).replace_strict(self.domains, range(len(self.domains)),
-                                              default=len(self.domains), return_dtype=pl.Int64)
-        ).to_series().to_numpy()
+        domain = (
+            frame.select(
+                pl.col(DOMAIN_KEY).replace_strict(
+                    self.domains, range(len(self.domains)), default=len(self.domains), return_dtype=pl.Int64
+                )
+            )
+            .to_series()
+            .to_numpy()
+        )
         label = frame[self.roles.label].cast(pl.Float32).to_numpy() if with_label else None
         user = None
         if self.roles.user is not None and self.roles.user in frame.columns:
@@ -129,8 +147,10 @@ class Encoder:
 
     def _sequence(self, frame: pl.DataFrame, name: str, sep: str, max_len: int) -> np.ndarray:
         items = frame.select(
-            _sequence_items(frame, name, sep).list.head(max_len)
-            .list.eval(self._ids(name, pl.element()).fill_null(OOV)).alias("ids")
+            _sequence_items(frame, name, sep)
+            .list.head(max_len)
+            .list.eval(self._ids(name, pl.element()).fill_null(OOV))
+            .alias("ids")
         )["ids"]
         lengths = items.list.len().fill_null(0).to_numpy().astype(np.int64)
         flat = items.explode().drop_nulls().to_numpy().astype(np.int64)
@@ -141,13 +161,21 @@ class Encoder:
         return out
 
     def to_dict(self) -> dict:
-        return {"roles": self.roles.to_dict(), "vocabs": self.vocabs,
-                "scalers": {k: list(v) for k, v in self.scalers.items()}, "domains": self.domains}
+        return {
+            "roles": self.roles.to_dict(),
+            "vocabs": self.vocabs,
+            "scalers": {k: list(v) for k, v in self.scalers.items()},
+            "domains": self.domains,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Encoder:
-        return cls(Roles.from_dict(data["roles"]), data["vocabs"],
-                   {k: (v[0], v[1]) for k, v in data["scalers"].items()}, data["domains"])
+        return cls(
+            Roles.from_dict(data["roles"]),
+            data["vocabs"],
+            {k: (v[0], v[1]) for k, v in data["scalers"].items()},
+            data["domains"],
+        )
 
     def save(self, path: str | Path) -> None:
         atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
@@ -157,5 +185,7 @@ class Encoder:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError) as err:
-            raise InputError(f"{path}: cannot read the vocabularies ({type(err).__name__}); "
-                             f"the run directory is damaged, retrain it") from None
+            raise InputError(
+                f"{path}: cannot read the vocabularies ({type(err).__name__}); "
+                f"the run directory is damaged, retrain it"
+            ) from None

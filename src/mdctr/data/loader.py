@@ -32,7 +32,10 @@ class TensorData:
 
     def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
         """Yield batches in order, or in a fresh random order when a generator is given."""
-        rows = self.rows if generator is None else self.rows.index(
-            torch.randperm(len(self), generator=generator))
+        rows = (
+            self.rows
+            if generator is None
+            else self.rows.index(torch.randperm(len(self), generator=generator))
+        )
         for start in range(0, len(self), batch_size):
             yield rows.index(slice(start, start + batch_size))

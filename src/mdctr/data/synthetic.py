@@ -46,8 +46,10 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> pl.DataFrame:
     rng = np.random.default_rng(spec.seed)
     n, r, d_count = spec.rows, spec.rank, spec.domains
     domain = rng.choice(d_count, size=n, p=domain_shares(d_count))
-    ids = [np.minimum(rng.zipf(1.3, size=n) - 1, card - 1) if k == 0 else rng.integers(0, card, size=n)
-           for k, card in enumerate(CARDINALITY)]
+    ids = [
+        np.minimum(rng.zipf(1.3, size=n) - 1, card - 1) if k == 0 else rng.integers(0, card, size=n)
+        for k, card in enumerate(CARDINALITY)
+    ]
     latent = [rng.normal(0, 1 / np.sqrt(r), size=(card, r)) for card in CARDINALITY]
     bias = [rng.normal(0, 0.3, size=card) for card in CARDINALITY]
     z = [latent[k][ids[k]] for k in range(len(CARDINALITY))]

@@ -36,13 +36,21 @@ class Roles:
         return cls(cfg.label, domain, cfg.features, cfg.user)
 
     def to_dict(self) -> dict[str, object]:
-        return {"label": self.label, "domain": list(self.domain), "user": self.user,
-                "features": [f.model_dump() for f in self.features]}
+        return {
+            "label": self.label,
+            "domain": list(self.domain),
+            "user": self.user,
+            "features": [f.model_dump() for f in self.features],
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Roles:
-        return cls(data["label"], tuple(data["domain"]),
-                   tuple(FeatureConfig(**f) for f in data["features"]), data.get("user"))
+        return cls(
+            data["label"],
+            tuple(data["domain"]),
+            tuple(FeatureConfig(**f) for f in data["features"]),
+            data.get("user"),
+        )
 
 
 def read_table(path: str | Path) -> pl.DataFrame:
@@ -89,13 +97,16 @@ def check_label(series: pl.Series, where: str) -> None:
     bad = values.is_null() | values.is_nan()
     if bad.any():
         first = int(bad.arg_true()[0])
-        raise InputError(f"{where}: label column {name!r} has {int(bad.sum())} missing/NaN values "
-                         f"(first at row {first}); drop or fill those rows")
+        raise InputError(
+            f"{where}: label column {name!r} has {int(bad.sum())} missing/NaN values "
+            f"(first at row {first}); drop or fill those rows"
+        )
     wrong = ~values.is_in([0.0, 1.0])
     if wrong.any():
         shown = ", ".join(str(v) for v in values.filter(wrong).unique().sort().head(5).to_list())
-        raise InputError(f"{where}: label column {name!r} must be 0/1, found {shown}; "
-                         f"binarise it (e.g. rating >= 4)")
+        raise InputError(
+            f"{where}: label column {name!r} must be 0/1, found {shown}; binarise it (e.g. rating >= 4)"
+        )
 
 
 def check_table(frame: pl.DataFrame, roles: Roles, where: str, need_label: bool = True) -> None:
@@ -114,13 +125,17 @@ def check_table(frame: pl.DataFrame, roles: Roles, where: str, need_label: bool 
         col = _need_column(frame, feat.name, feat.kind, where)
         nested = isinstance(col.dtype, pl.List | pl.Array)
         if feat.kind == "numeric" and not _is_numeric(col.dtype):
-            raise InputError(f"{where}: column {feat.name!r} is declared numeric but holds {col.dtype}; "
-                             f"cast it to numbers or declare it kind: categorical")
+            raise InputError(
+                f"{where}: column {feat.name!r} is declared numeric but holds {col.dtype}; "
+                f"cast it to numbers or declare it kind: categorical"
+            )
         if feat.kind == "categorical" and (nested or isinstance(col.dtype, pl.Struct)):
             raise InputError(f"{where}: column {feat.name!r} holds {col.dtype}; declare it kind: sequence")
         if feat.kind == "sequence" and not (nested or col.dtype == pl.String):
-            raise InputError(f"{where}: column {feat.name!r} is declared sequence but holds {col.dtype}; "
-                             f"give a list column or text joined by {feat.sep!r}")
+            raise InputError(
+                f"{where}: column {feat.name!r} is declared sequence but holds {col.dtype}; "
+                f"give a list column or text joined by {feat.sep!r}"
+            )
 
 
 def with_domain_key(frame: pl.DataFrame, domain: tuple[str, ...]) -> pl.DataFrame:
@@ -130,12 +145,13 @@ def with_domain_key(frame: pl.DataFrame, domain: tuple[str, ...]) -> pl.DataFram
     return frame.with_columns(key.alias(DOMAIN_KEY))
 
 
-def split(frame: pl.DataFrame, label: str, valid: float, test: float, seed: int
-          ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+def split(
+    frame: pl.DataFrame, label: str, valid: float, test: float, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """Random train/valid/test split stratified by label within each domain (``DOMAIN_KEY``)."""
-    groups = frame.select(
-        pl.struct(DOMAIN_KEY, pl.col(label).cast(pl.Int8)).rank("dense").alias("g")
-    )["g"].to_numpy()
+    groups = frame.select(pl.struct(DOMAIN_KEY, pl.col(label).cast(pl.Int8)).rank("dense").alias("g"))[
+        "g"
+    ].to_numpy()
     order = np.random.default_rng(seed).permutation(frame.height)
     order = order[np.argsort(groups[order], kind="stable")]
     sorted_groups = groups[order]

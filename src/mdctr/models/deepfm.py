@@ -17,7 +17,9 @@ class DeepFM(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature)
+        self.embedding = FieldEmbedding(
+            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
+        )
         self.linear = FieldEmbedding(spec, 1, cfg.embedding_init_std, cfg.domain_as_feature)
         self.bias = nn.Parameter(torch.zeros(1))
         self.fm = FactorizationMachine()

@@ -16,7 +16,9 @@ class DNN(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature)
+        self.embedding = FieldEmbedding(
+            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
+        )
         self.mlp = MLP(self.embedding.num_fields * cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.batch_norm)
         self.head = nn.Linear(self.mlp.out_features, 1)
 

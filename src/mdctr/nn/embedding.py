@@ -37,8 +37,9 @@ class FieldEmbedding(nn.Module):
         5
     """
 
-    def __init__(self, spec: InputSpec, dim: int, init_std: float = 1e-4,
-                 domain_as_feature: bool = True) -> None:
+    def __init__(
+        self, spec: InputSpec, dim: int, init_std: float = 1e-4, domain_as_feature: bool = True
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.num_fields = spec.fields(domain_as_feature)
@@ -49,7 +50,9 @@ class FieldEmbedding(nn.Module):
             nn.EmbeddingBag(size, dim, mode="mean", padding_idx=0) for size in spec.sequence
         )
         self.numeric = nn.Parameter(torch.empty(spec.numeric, dim))
-        self.domain = nn.Embedding(spec.domains + 1, dim, padding_idx=spec.domains) if domain_as_feature else None
+        self.domain = (
+            nn.Embedding(spec.domains + 1, dim, padding_idx=spec.domains) if domain_as_feature else None
+        )
         self.reset_parameters(init_std)
 
     def reset_parameters(self, init_std: float) -> None:

@@ -28,8 +28,9 @@ class MLP(nn.Module):
         torch.Size([3, 2])
     """
 
-    def __init__(self, in_features: int, hidden: tuple[int, ...], dropout: float = 0.0,
-                 batch_norm: bool = False) -> None:
+    def __init__(
+        self, in_features: int, hidden: tuple[int, ...], dropout: float = 0.0, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         sizes = (in_features, *hidden)
         self.layers = nn.ModuleList(

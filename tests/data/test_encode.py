@@ -1,0 +1,98 @@
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from mdctr.config import FeatureConfig
+from mdctr.data.encode import OOV, PAD, Encoder
+from mdctr.data.table import Roles, with_domain_key
+
+ROLES = Roles(
+    "click",
+    ("scene",),
+    (
+        FeatureConfig(name="item", min_count=2),
+        FeatureConfig(name="price", kind="numeric"),
+        FeatureConfig(name="tags", kind="sequence", max_len=2),
+        FeatureConfig(name="words", kind="sequence", max_len=3, sep=";"),
+    ),
+    user="who",
+)
+
+
+def frame(**changes: object) -> pl.DataFrame:
+    base = {
+        "scene": ["a", "b", "a", "a"],
+        "item": [10, 11, 10, 12],
+        "price": [1.0, 3.0, None, 4.0],
+        "tags": [["x", "y", "z"], [], ["y"], None],
+        "words": ["p;q", "q", "", "r;q;p;s"],
+        "click": [0, 1, 0, 1],
+        "who": ["u1", "u2", "u1", "u3"],
+    }
+    base.update(changes)
+    return with_domain_key(pl.DataFrame(base), ("scene",))
+
+
+def test_vocab_round_trips_and_respects_min_count() -> None:
+    train = frame(item=[10, 11, 10, 11])
+    enc = Encoder.fit(train, ROLES)
+    assert enc.vocabs["item"] == ["10", "11"]
+    ids = enc.transform(train).sparse[:, 0]
+    vocab = ["<pad>", "<oov>", *enc.vocabs["item"]]
+    assert [vocab[i] for i in ids] == ["10", "11", "10", "11"]
+    rare = Encoder.fit(frame(), ROLES)
+    assert rare.vocabs["item"] == ["10"]  # 11 and 12 seen once, below min_count 2
+
+
+def test_unseen_and_missing_values_map_to_oov_and_unseen_domain_to_d() -> None:
+    enc = Encoder.fit(frame(), ROLES)
+    new = frame(item=[99, None, 10, 10], tags=[["new"], ["x"], None, []], scene=["a", "zzz", "b", "a"])
+    out = enc.transform(new)
+    assert out.sparse[:, 0].tolist() == [OOV, OOV, 2, 2]
+    assert out.sequences[0][0].tolist() == [OOV, PAD]
+    assert out.sequences[0][2].tolist() == [PAD, PAD]
+    assert out.domain.tolist() == [0, len(enc.domains), 1, 0]
+
+
+def test_sequences_truncate_pad_and_split_text() -> None:
+    enc = Encoder.fit(frame(), ROLES)
+    out = enc.transform(frame())
+    tags = ["<pad>", "<oov>", *enc.vocabs["tags"]]
+    assert [[tags[i] for i in row] for row in out.sequences[0].tolist()] == [
+        ["x", "y"],
+        ["<pad>", "<pad>"],
+        ["y", "<pad>"],
+        ["<pad>", "<pad>"],
+    ]
+    words = ["<pad>", "<oov>", *enc.vocabs["words"]]
+    assert [[words[i] for i in row] for row in out.sequences[1].tolist()] == [
+        ["p", "q", "<pad>"],
+        ["q", "<pad>", "<pad>"],
+        ["", "<pad>", "<pad>"],
+        ["r", "q", "p"],
+    ]
+
+
+def test_numeric_is_standardised_with_train_statistics_and_missing_gets_the_mean() -> None:
+    enc = Encoder.fit(frame(), ROLES)
+    values = np.array([1.0, 3.0, 4.0])
+    mean, std = values.mean(), values.std(ddof=1)
+    assert enc.scalers["price"] == (mean, std)
+    out = enc.transform(frame())
+    np.testing.assert_allclose(
+        out.dense[:, 0], [(1 - mean) / std, (3 - mean) / std, 0.0, (4 - mean) / std], rtol=1e-6
+    )
+
+
+def test_label_user_and_save_load(tmp_path: Path) -> None:
+    enc = Encoder.fit(frame(), ROLES)
+    out = enc.transform(frame())
+    assert out.label.tolist() == [0, 1, 0, 1]
+    assert out.user.tolist() == [1, 2, 1, 3]
+    enc.save(tmp_path / "vocab.json")
+    again = Encoder.load(tmp_path / "vocab.json")
+    assert again.to_dict() == enc.to_dict()
+    np.testing.assert_array_equal(again.transform(frame()).sparse, out.sparse)
+    assert again.input_spec() == enc.input_spec()
+    assert enc.input_spec().categorical == (len(enc.vocabs["item"]) + 2,)

@@ -1,0 +1,57 @@
+import torch
+
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.interaction import FactorizationMachine
+from mdctr.nn.mlp import MLP
+
+SPEC = InputSpec(categorical=(5, 7), sequence=(6,), numeric=2, domains=3)
+
+
+def batch() -> Batch:
+    return Batch(
+        sparse=torch.tensor([[2, 3], [4, 1], [1, 6]]),
+        sequences=(torch.tensor([[2, 3, 0], [0, 0, 0], [5, 0, 0]]),),
+        dense=torch.tensor([[0.5, -1.0], [0.0, 2.0], [1.0, 1.0]]),
+        domain=torch.tensor([0, 2, 3]),  # 3 = unseen
+    )
+
+
+def test_fields_match_per_feature_lookups() -> None:
+    torch.manual_seed(0)
+    emb = FieldEmbedding(SPEC, dim=4, init_std=0.1)
+    out = emb(batch())
+    assert out.shape == (3, emb.num_fields, 4) and emb.num_fields == 6
+    table = emb.categorical.weight
+    torch.testing.assert_close(out[:, 0], table[torch.tensor([2, 4, 1])])
+    torch.testing.assert_close(out[:, 1], table[5 + torch.tensor([3, 1, 6])])
+    bag = emb.sequence[0].weight
+    torch.testing.assert_close(out[:, 2], torch.stack([(bag[2] + bag[3]) / 2, torch.zeros(4), bag[5]]))
+    torch.testing.assert_close(out[:, 3:5], batch().dense.unsqueeze(-1) * emb.numeric)
+    torch.testing.assert_close(out[2, 5], torch.zeros(4))  # unseen domain -> zero vector
+    assert out[1, 5].abs().sum() > 0
+
+
+def test_unseen_domain_row_gets_no_gradient() -> None:
+    emb = FieldEmbedding(SPEC, dim=4, init_std=0.1)
+    emb(batch()).sum().backward()
+    assert emb.domain.weight.grad[3].abs().sum() == 0
+    assert emb.domain.weight.grad[0].abs().sum() > 0
+
+
+def test_without_domain_field() -> None:
+    emb = FieldEmbedding(SPEC, dim=4, domain_as_feature=False)
+    assert emb(batch()).shape == (3, 5, 4) and emb.domain is None
+
+
+def test_fm_equals_the_pairwise_sum() -> None:
+    fields = torch.randn(5, 4, 3, dtype=torch.float64)
+    brute = sum((fields[:, i] * fields[:, j]).sum(-1) for i in range(4) for j in range(i + 1, 4))
+    torch.testing.assert_close(FactorizationMachine()(fields), brute)
+
+
+def test_mlp_names_its_dense_layers() -> None:
+    mlp = MLP(8, (4, 2), dropout=0.1, batch_norm=True)
+    names = [n for n, m in mlp.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert names == ["layers.0.linear", "layers.1.linear"]
+    assert mlp(torch.zeros(3, 8)).shape == (3, 2)

@@ -1,0 +1,97 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from mdctr.config import Experiment
+from mdctr.pipeline import train_experiment
+from mdctr.train import TrainState
+from mdctr.weights import load_tensors
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(epochs: int):
+    def callback(state: TrainState) -> None:
+        if state.epoch == epochs:
+            raise Interrupt
+
+    return callback
+
+
+def test_same_seed_gives_the_same_metrics(experiment: Experiment, tmp_path: Path) -> None:
+    first = train_experiment(experiment, tmp_path / "a").metrics
+    second = train_experiment(experiment, tmp_path / "b").metrics
+    assert first == second
+    other = experiment.model_copy(update={"train": experiment.train.model_copy(update={"seed": 12})})
+    assert train_experiment(other, tmp_path / "c").metrics != first
+
+
+def test_resume_equals_uninterrupted(experiment: Experiment, tmp_path: Path) -> None:
+    whole = train_experiment(experiment, tmp_path / "whole")
+    with pytest.raises(Interrupt):
+        train_experiment(experiment, tmp_path / "cut", callbacks=[stop_after(2)])
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    resumed = train_experiment(experiment, tmp_path / "cut", resume=True)
+    assert resumed.metrics == whole.metrics
+    assert resumed.state.history[:2] != [] and len(resumed.state.history) == len(whole.state.history)
+    assert [h["valid_auc"] for h in resumed.state.history] == [h["valid_auc"] for h in whole.state.history]
+    best_a, _ = load_tensors(tmp_path / "whole" / "model.safetensors")
+    best_b, _ = load_tensors(tmp_path / "cut" / "model.safetensors")
+    assert all((best_a[k] == best_b[k]).all() for k in best_a)
+
+
+def test_early_stopping_restores_the_best_weights(experiment: Experiment, tmp_path: Path) -> None:
+    exp = experiment.model_copy(
+        update={"train": experiment.train.model_copy(update={"epochs": 12, "patience": 1, "lr": 0.02})}
+    )
+    result = train_experiment(exp, tmp_path / "run")
+    history = result.state.history
+    best = max(history, key=lambda h: h["valid_auc"])
+    assert result.state.best_epoch == best["epoch"]
+    assert result.state.stopped and len(history) == best["epoch"] + 1
+    from mdctr.pipeline import evaluate_run
+
+    assert evaluate_run(tmp_path / "run") == result.metrics
+
+
+def test_run_directory_describes_itself(experiment: Experiment, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train_experiment(experiment, run)
+    names = {p.name for p in run.iterdir()}
+    assert {
+        "config.yaml",
+        "vocab.json",
+        "model.safetensors",
+        "checkpoint.safetensors",
+        "metrics.json",
+        "history.json",
+        "run.json",
+        "report.md",
+        "domain_auc.png",
+        "curves.png",
+    } <= names
+    assert not [n for n in names if n.endswith(".tmp")]
+    info = json.loads((run / "run.json").read_text())
+    assert info["seed"] == experiment.train.seed
+    assert {"torch", "numpy", "polars", "mdctr"} <= set(info["versions"])
+    assert "git_commit" in info and info["train_samples_per_s"] > 0
+    assert (run / "domain_auc.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_resume_refuses_a_changed_config(experiment: Experiment, tmp_path: Path) -> None:
+    from mdctr.errors import InputError
+
+    with pytest.raises(Interrupt):
+        train_experiment(experiment, tmp_path / "cut", callbacks=[stop_after(1)])
+    changed = experiment.model_copy(update={"train": experiment.train.model_copy(update={"lr": 0.5})})
+    with pytest.raises(
+        InputError, match="the config differs from .*config.yaml; resume with the same config"
+    ):
+        train_experiment(changed, tmp_path / "cut", resume=True)
+    with pytest.raises(InputError, match="already holds files; choose another --out, add --overwrite"):
+        train_experiment(experiment, tmp_path / "cut")
+    with pytest.raises(InputError, match="nothing to resume in .*fresh: no checkpoint.safetensors"):
+        train_experiment(experiment, tmp_path / "fresh", resume=True)
