@@ -101,6 +101,8 @@ def train_experiment(
 
     prob = predict(model, test, experiment.train.eval_batch_size)
     metrics = evaluate(test.rows.label.numpy(), prob, test.rows.domain.numpy(), encoder.domains, test_user)
+    if ORACLE in data.test.columns:
+        metrics["oracle"] = oracle_metrics(data.test, test, encoder.domains)
     rates = [h["samples_per_s"] for h in state.history]
     info = {
         **runs.provenance(experiment),
@@ -112,6 +114,20 @@ def train_experiment(
     }
     _write_results(out, experiment.name, metrics, state.history, info)
     return TrainResult(out, metrics, state, preprocess_s, params)
+
+
+ORACLE = "p"
+
+
+def oracle_metrics(frame: pl.DataFrame, data: TensorData, domains: list[str]) -> dict:
+    """The ceiling on synthetic data: AUC of the true click probability, overall and per domain."""
+    truth = evaluate(data.rows.label.numpy(), frame[ORACLE].to_numpy(), data.rows.domain.numpy(), domains)
+    return {
+        "auc": truth["overall"]["auc"],
+        "mean_auc": truth["mean_auc"],
+        "wauc": truth["wauc"],
+        "domains": {name: d["auc"] for name, d in truth["domains"].items()},
+    }
 
 
 def _write_results(out: Path, title: str, metrics: dict, history: list[dict], info: dict) -> None:
@@ -142,7 +158,10 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> di
     else:
         frame, where = read_table(data_path), str(data_path)
     prob, data, user = _score_frame(run, frame, where, need_label=True)
-    return evaluate(data.rows.label.numpy(), prob, data.rows.domain.numpy(), run.encoder.domains, user)
+    metrics = evaluate(data.rows.label.numpy(), prob, data.rows.domain.numpy(), run.encoder.domains, user)
+    if data_path is None and ORACLE in frame.columns:
+        metrics["oracle"] = oracle_metrics(frame, data, run.encoder.domains)
+    return metrics
 
 
 def _writable(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:
