@@ -26,7 +26,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def run_one(task: str, model: str, seed: int) -> dict:
     exp = parse_experiment(
-        {"name": f"{task}-{model}", "data": {"task": task}, "model": {"backbone": model}, "train": {"seed": seed}}
+        {
+            "name": f"{task}-{model}",
+            "data": {"task": task},
+            "model": {"backbone": model},
+            "train": {"seed": seed},
+        }
     )
     with tempfile.TemporaryDirectory() as tmp:
         result = train_experiment(exp, Path(tmp) / "run")
@@ -51,7 +56,13 @@ def summarise(task: str, model: str, runs: list[dict]) -> dict:
     def stat(values: list[float]) -> tuple[float, float]:
         return float(np.mean(values)), float(np.std(values))
 
-    row: dict = {"task": task, "model": model, "backbone": model, "seeds": len(runs), "params": runs[0]["params"]}
+    row: dict = {
+        "task": task,
+        "model": model,
+        "backbone": model,
+        "seeds": len(runs),
+        "params": runs[0]["params"],
+    }
     for key in ("auc", "logloss", "mean_auc", "wauc", "gauc", "samples_per_s", "preprocess_s", "epochs"):
         row[f"{key}_mean"], row[f"{key}_std"] = stat([r[key] for r in runs])
     row["domains"] = {d: stat([r["domains"][d] for r in runs]) for d in runs[0]["domains"]}
@@ -80,7 +91,9 @@ def markdown(rows: list[dict], threads: int) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", nargs="+", default=["ml100k-gender", "ml1m-gender"])
     parser.add_argument("--models", nargs="+", default=["dnn", "deepfm"])
     parser.add_argument("--seeds", type=int, default=3)
@@ -94,8 +107,11 @@ def main() -> None:
         for model in args.models:
             runs = [run_one(task, model, 2024 + s) for s in range(args.seeds)]
             rows.append(summarise(task, model, runs))
-            print(f"{task} {model}: AUC {rows[-1]['auc_mean']:.4f} ± {rows[-1]['auc_std']:.4f}, "
-                  f"{rows[-1]['samples_per_s_mean']:,.0f} samples/s", flush=True)
+            print(
+                f"{task} {model}: AUC {rows[-1]['auc_mean']:.4f} ± {rows[-1]['auc_std']:.4f}, "
+                f"{rows[-1]['samples_per_s_mean']:,.0f} samples/s",
+                flush=True,
+            )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     (RESULTS / f"{args.name}.md").write_text(markdown(rows, args.threads))

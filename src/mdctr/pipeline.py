@@ -16,7 +16,7 @@ import torch
 
 from mdctr import runs
 from mdctr.config import Experiment
-from mdctr.data.cache import atomic_write
+from mdctr.data.cache import atomic_write, atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
 from mdctr.data.table import DOMAIN_KEY, check_table, prepare, read_table, with_domain_key
@@ -134,8 +134,7 @@ def _write_results(out: Path, title: str, metrics: dict, history: list[dict], in
     runs.write_json(out / runs.METRICS, metrics)
     runs.write_json(out / runs.HISTORY, history)
     runs.write_json(out / runs.INFO, info)
-    (out / runs.REPORT).parent.mkdir(parents=True, exist_ok=True)
-    runs.atomic_write_text(out / runs.REPORT, markdown(metrics, title, history))
+    atomic_write_text(out / runs.REPORT, markdown(metrics, title, history))
     plot_domains(metrics, str(out / "domain_auc.png"))
     if history:
         plot_curves(history, str(out / "curves.png"))

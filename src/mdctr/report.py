@@ -30,7 +30,9 @@ HEADER = ("domain", "AUC", "logloss", "n", "pos rate")
 
 def summary_line(metrics: dict) -> str:
     """mean AUC, WAUC and GAUC in one line."""
-    line = f"mean AUC {_fmt(metrics['mean_auc'])}   WAUC {_fmt(metrics['wauc'])}   GAUC {_fmt(metrics['gauc'])}"
+    line = (
+        f"mean AUC {_fmt(metrics['mean_auc'])}   WAUC {_fmt(metrics['wauc'])}   GAUC {_fmt(metrics['gauc'])}"
+    )
     if "oracle" in metrics:
         line += f"   (oracle AUC {_fmt(metrics['oracle']['auc'])}, WAUC {_fmt(metrics['oracle']['wauc'])})"
     return line

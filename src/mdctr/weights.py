@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
 
 from mdctr.data.cache import atomic_write_bytes
 from mdctr.errors import InputError
@@ -26,11 +25,8 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path} not found; the run directory is incomplete, train it again")
-    raw = path.read_bytes()
     try:
-        tensors = load(raw)
-    except (SafetensorError, ValueError) as err:
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, handle.metadata() or {}  # noqa: SIM118
+    except (SafetensorError, ValueError, OSError) as err:
         raise InputError(f"{path} is damaged ({err}); train the run again") from None
-    header_len = int.from_bytes(raw[:8], "little")
-    metadata = json.loads(raw[8 : 8 + header_len]).get("__metadata__", {}) or {}
-    return tensors, metadata
