@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mdctr.errors import InputError
 
@@ -90,25 +98,15 @@ class ModelConfig(_Frozen):
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
 
-    @field_validator("backbone")
+    @field_validator("backbone", "multidomain")
     @classmethod
-    def _known_backbone(cls, value: str) -> str:
-        from mdctr.registry import BACKBONES
+    def _registered(cls, value: str, info: ValidationInfo) -> str:
+        from mdctr.registry import BACKBONES, MULTIDOMAIN
 
-        if value not in BACKBONES:
+        names = BACKBONES if info.field_name == "backbone" else MULTIDOMAIN
+        if value not in names:
             raise ValueError(
-                f"unknown model.backbone {value!r}; choose one of: {', '.join(sorted(BACKBONES))}"
-            )
-        return value
-
-    @field_validator("multidomain")
-    @classmethod
-    def _known_multidomain(cls, value: str) -> str:
-        from mdctr.registry import MULTIDOMAIN
-
-        if value not in MULTIDOMAIN:
-            raise ValueError(
-                f"unknown model.multidomain {value!r}; choose one of: {', '.join(sorted(MULTIDOMAIN))}"
+                f"unknown model.{info.field_name} {value!r}; choose one of: {', '.join(sorted(names))}"
             )
         return value
 
