@@ -86,6 +86,13 @@ class DataConfig(_Frozen):
         return self
 
 
+class LoRAConfig(_Frozen):
+    """MLoRA adapters: rank ``max(units // reduce, 1)`` on every dense layer matching ``targets``."""
+
+    reduce: int = Field(16, ge=1)
+    targets: tuple[str, ...] = Field(("*mlp.layers.*.linear",), min_length=1)
+
+
 class ModelConfig(_Frozen):
     """The network: a backbone, an optional multi-domain method and their sizes."""
 
@@ -97,6 +104,7 @@ class ModelConfig(_Frozen):
     batch_norm: bool = False
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
+    lora: LoRAConfig = LoRAConfig()
 
     @field_validator("backbone", "multidomain")
     @classmethod
@@ -111,6 +119,15 @@ class ModelConfig(_Frozen):
         return value
 
 
+class AdapterTrainConfig(_Frozen):
+    """Settings for adapter parameters (joint) and the adapter stage (two_stage); unset = as train."""
+
+    epochs: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    patience: int | None = Field(None, ge=1)
+
+
 class TrainConfig(_Frozen):
     """The optimisation: Adam, early stopping on validation AUC, best weights restored."""
 
@@ -121,7 +138,8 @@ class TrainConfig(_Frozen):
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(2, ge=1)
     seed: int = 2024
-    recipe: Literal["joint"] = "joint"
+    recipe: Literal["joint", "two_stage"] = "joint"
+    adapter: AdapterTrainConfig = AdapterTrainConfig()
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
 
 

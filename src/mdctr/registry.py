@@ -9,6 +9,7 @@ from torch import nn
 from mdctr.config import ModelConfig
 from mdctr.models.deepfm import DeepFM
 from mdctr.models.dnn import DNN
+from mdctr.models.mlora import MLoRA
 from mdctr.nn.embedding import InputSpec
 
 Builder = Callable[[InputSpec, ModelConfig], nn.Module]
@@ -24,8 +25,14 @@ def _shared(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
     return BACKBONES[cfg.backbone](spec, cfg)
 
 
+def _mlora(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+    """The backbone with per-domain low-rank adapters (MLoRA)."""
+    return MLoRA(BACKBONES[cfg.backbone](spec, cfg), spec.domains, cfg.lora.reduce, cfg.lora.targets)
+
+
 MULTIDOMAIN: dict[str, Builder] = {
     "none": _shared,
+    "mlora": _mlora,
 }
 
 

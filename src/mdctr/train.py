@@ -1,5 +1,6 @@
 """The training loop: Adam, early stopping on validation AUC, best weights restored,
-an atomic checkpoint per epoch, and resume that continues to the same result."""
+recipes (``joint``; ``two_stage``: the model's stages in order, each kept only if it beats
+the best so far), an atomic checkpoint per epoch, and resume to the same result."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from mdctr.config import TrainConfig
 from mdctr.data.loader import TensorData
 from mdctr.errors import InputError
 from mdctr.metrics import auc, logloss
+from mdctr.models.stages import Stage, adapter_parameters, stages_for
 from mdctr.weights import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
@@ -31,11 +33,14 @@ CHECKPOINT = "checkpoint.safetensors"
 
 @dataclass
 class TrainState:
-    """Where training stands after ``epoch`` completed epochs."""
+    """Where training stands: the stage, epochs done in it and overall, the best so far."""
 
     epoch: int = 0
+    stage: int = 0
+    stage_epoch: int = 0
     best_auc: float = -math.inf
     best_epoch: int = -1
+    best_stage: str = ""
     bad_epochs: int = 0
     stopped: bool = False
     history: list[dict] = field(default_factory=list)
@@ -51,8 +56,17 @@ def predict(model: nn.Module, data: TensorData, batch_size: int = 16384) -> np.n
     return out.numpy()
 
 
+def _freeze_idle_norms(model: nn.Module) -> None:
+    """Batch-norm layers with no trainable parameter keep their running statistics."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not any(
+            p.requires_grad for p in module.parameters()
+        ):
+            module.eval()
+
+
 class Trainer:
-    """Fits a model returning logits with binary cross-entropy.
+    """Fits a model returning logits with binary cross-entropy (plus the model's extra loss).
 
     With a ``run_dir`` the best weights go to ``model.safetensors`` and the full state
     (weights, optimizer, RNG, progress) to ``checkpoint.safetensors`` after every epoch.
@@ -71,41 +85,99 @@ class Trainer:
         self.run_dir = run_dir
         self.progress = progress
         self.callbacks = tuple(callbacks)
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        try:
+            self.stages = stages_for(model, cfg.recipe)
+        except ValueError:
+            raise InputError(
+                f"train.recipe {cfg.recipe!r} needs a model with training stages (e.g. model.multidomain: "
+                f"mlora); {type(model).__name__} has none, use recipe: joint"
+            ) from None
         self.state = TrainState()
         self._best: dict[str, torch.Tensor] | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def _limits(self, stage: Stage) -> tuple[int, int]:
+        if not stage.adapter:
+            return self.cfg.epochs, self.cfg.patience
+        return self.cfg.adapter.epochs or self.cfg.epochs, self.cfg.adapter.patience or self.cfg.patience
+
+    def _start_stage(self, stage: Stage) -> None:
+        """Make only the stage's parameters trainable and give them a fresh Adam."""
+        stage.enter()
+        train_ids = {id(p) for p in stage.parameters()}
+        for p in self.model.parameters():
+            p.requires_grad_(id(p) in train_ids)
+        adapters = {id(p) for p in adapter_parameters(self.model)}
+        cfg, acfg = self.cfg, self.cfg.adapter
+        groups = [
+            {
+                "params": [
+                    p for p in self.model.parameters() if id(p) in train_ids and id(p) not in adapters
+                ],
+                "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay,
+            },
+            {
+                "params": [p for p in self.model.parameters() if id(p) in train_ids and id(p) in adapters],
+                "lr": acfg.lr or cfg.lr,
+                "weight_decay": acfg.weight_decay,
+            },
+        ]
+        self.optimizer = torch.optim.Adam([g for g in groups if g["params"]])
 
     def fit(self, train: TensorData, valid: TensorData, resume: bool = False) -> TrainState:
-        """Train until ``epochs`` or early stop; the model ends with its best validation weights."""
+        """Run the recipe's stages; the model ends with its best validation weights."""
         if resume:
             self._load_checkpoint()
         else:
             torch.manual_seed(self.cfg.seed)
-        while self.state.epoch < self.cfg.epochs and not self.state.stopped:
-            self._run_epoch(train, valid)
-            for callback in self.callbacks:
-                callback(self.state)
+            self._start_stage(self.stages[0])
+        while True:
+            state, stage = self.state, self.stages[self.state.stage]
+            epochs, _ = self._limits(stage)
+            if state.stage_epoch < epochs and not state.stopped:
+                self._run_epoch(train, valid, stage)
+                for callback in self.callbacks:
+                    callback(state)
+                continue
+            if state.stage + 1 == len(self.stages):
+                break
+            self._next_stage()
         if self._best is not None:
             self.model.load_state_dict(self._best)
         return self.state
 
-    def _run_epoch(self, train: TensorData, valid: TensorData) -> None:
-        epoch, cfg = self.state.epoch, self.cfg
-        generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
+    def _next_stage(self) -> None:
+        state = self.state
+        if self._best is not None:
+            self.model.load_state_dict(self._best)
+        state.stage += 1
+        state.stage_epoch, state.bad_epochs, state.stopped = 0, 0, False
+        self._start_stage(self.stages[state.stage])
+        log.info("stage %d: %s", state.stage + 1, self.stages[state.stage].name)
+        if self.run_dir is not None:
+            self._save_checkpoint()
+
+    def _run_epoch(self, train: TensorData, valid: TensorData, stage: Stage) -> None:
+        state, cfg = self.state, self.cfg
+        generator = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         self.model.train()
+        _freeze_idle_norms(self.model)
+        extra = getattr(self.model, "extra_loss", None)
         total, steps = 0.0, 0
         start = time.perf_counter()
-        n_batches = math.ceil(len(train) / cfg.batch_size)
         bar = tqdm(
             train.batches(cfg.batch_size, generator),
-            total=n_batches,
-            desc=f"epoch {epoch + 1}",
+            total=math.ceil(len(train) / cfg.batch_size),
+            desc=f"epoch {state.epoch + 1} ({stage.name})",
             disable=None if self.progress else True,
             leave=False,
             mininterval=0.5,
         )
         for batch in bar:
             loss = F.binary_cross_entropy_with_logits(self.model(batch), batch.label)
+            if extra is not None:
+                loss = loss + extra()
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -118,7 +190,8 @@ class Trainer:
         prob = predict(self.model, valid, cfg.eval_batch_size)
         label = valid.rows.label.numpy()
         record = {
-            "epoch": epoch + 1,
+            "epoch": state.epoch + 1,
+            "stage": stage.name,
             "train_loss": total / max(steps, 1),
             "valid_auc": auc(label, prob),
             "valid_logloss": logloss(label, prob),
@@ -126,27 +199,34 @@ class Trainer:
             "seconds": seconds,
         }
         log.info(
-            "epoch %d: loss %.4f, valid AUC %.4f, logloss %.4f, %.0f samples/s",
+            "epoch %d (%s): loss %.4f, valid AUC %.4f, logloss %.4f, %.0f samples/s",
             record["epoch"],
+            stage.name,
             record["train_loss"],
             record["valid_auc"],
             record["valid_logloss"],
             record["samples_per_s"],
         )
-        self._update(record)
+        self._update(record, stage)
 
-    def _update(self, record: dict) -> None:
+    def _update(self, record: dict, stage: Stage) -> None:
         state = self.state
         state.history.append(record)
         state.epoch += 1
+        state.stage_epoch += 1
         if record["valid_auc"] > state.best_auc:
-            state.best_auc, state.best_epoch, state.bad_epochs = record["valid_auc"], record["epoch"], 0
+            state.best_auc, state.best_epoch, state.best_stage = (
+                record["valid_auc"],
+                record["epoch"],
+                stage.name,
+            )
+            state.bad_epochs = 0
             self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             if self.run_dir is not None:
                 save_tensors(self.run_dir / BEST, self._best)
         else:
             state.bad_epochs += 1
-        state.stopped = state.bad_epochs >= self.cfg.patience
+        state.stopped = state.bad_epochs >= self._limits(stage)[1]
         if self.run_dir is not None:
             self._save_checkpoint()
 
@@ -166,6 +246,8 @@ class Trainer:
         if self.run_dir is None or not (self.run_dir / CHECKPOINT).is_file():
             raise InputError(f"nothing to resume in {self.run_dir}: no {CHECKPOINT}; start without --resume")
         tensors, metadata = load_tensors(self.run_dir / CHECKPOINT)
+        self.state = TrainState(**json.loads(metadata["state"]))
+        self._start_stage(self.stages[self.state.stage])
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         slots: dict[int, dict[str, torch.Tensor]] = {}
         for key, value in tensors.items():
@@ -174,6 +256,5 @@ class Trainer:
                 slots.setdefault(int(pid), {})[name] = value
         self.optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
         torch.set_rng_state(tensors["rng.torch"])
-        self.state = TrainState(**json.loads(metadata["state"]))
         if self.state.best_epoch > 0:
             self._best, _ = load_tensors(self.run_dir / BEST)

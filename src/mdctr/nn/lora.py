@@ -1,0 +1,142 @@
+"""MLoRA (Yang et al., RecSys 2024): per-domain low-rank adapters on dense layers.
+
+For domain d: ``h = x W + b + (x A_d) B_d + b_d`` with ``A_d`` (in, r) random and ``B_d``
+(r, out), ``b_d`` zero, so a freshly wrapped model equals its base. Adapters are attached
+from outside by matching module names (like peft), so any backbone gets them unchanged.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+
+import torch
+from torch import nn
+
+from mdctr.nn.domain import DomainLinear, DomainRouting, replace_modules
+
+
+def lora_rank(units: int, reduce: int) -> int:
+    """The paper's rank rule: ``max(units // reduce, 1)``."""
+    return max(units // reduce, 1)
+
+
+class SegmentLoRA(torch.autograd.Function):
+    """``y = x W^T + b``, then ``y[a:b] += (x[a:b] A_d) B_d + b_d`` per segment ``(d, a, b)``.
+
+    One full-batch matmul for the shared weight; the adapters cost ``B * r * (in + out)`` in
+    small per-domain matmuls written in place (no concatenation, no per-domain autograd nodes).
+    Segments of the unseen domain (d = D) get the shared output only.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, lora_a, lora_b, lora_bias, segments):  # noqa: ANN001, ANN205
+        out = torch.addmm(bias, x, weight.T) if bias is not None else x @ weight.T
+        low = x.new_empty(x.shape[0], lora_a.shape[-1])
+        domains = lora_a.shape[0]
+        for d, a, b in segments:
+            if d < domains:
+                torch.mm(x[a:b], lora_a[d], out=low[a:b])
+                out[a:b].addmm_(low[a:b], lora_b[d]).add_(lora_bias[d])
+        ctx.save_for_backward(x, weight, lora_a, lora_b, low)
+        ctx.segments, ctx.has_bias = segments, bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        x, weight, lora_a, lora_b, low = ctx.saved_tensors
+        grad = grad.contiguous()
+        need = ctx.needs_input_grad
+        grad_x = grad @ weight if need[0] else None
+        grad_w = grad.T @ x if need[1] else None
+        grad_bias = grad.sum(0) if need[2] and ctx.has_bias else None
+        grad_a, grad_b, grad_lb = (torch.zeros_like(t) for t in (lora_a, lora_b, lora_b[:, 0]))
+        for d, a, b in ctx.segments:
+            if d >= lora_a.shape[0]:
+                continue
+            g, xs = grad[a:b], x[a:b]
+            torch.mm(low[a:b].T, g, out=grad_b[d])
+            torch.sum(g, 0, out=grad_lb[d])
+            g_low = g @ lora_b[d].T
+            torch.mm(xs.T, g_low, out=grad_a[d])
+            if grad_x is not None:
+                grad_x[a:b].addmm_(g_low, lora_a[d].T)
+        return grad_x, grad_w, grad_bias, grad_a, grad_b, grad_lb, None
+
+
+class DomainLoRALinear(DomainLinear):
+    """Wraps an ``nn.Linear`` (left untouched) with stacked per-domain adapters.
+
+    Parameters: ``lora_A`` (D, in, r), ``lora_B`` (D, r, out), ``lora_bias`` (D, out).
+
+    Example:
+        >>> layer = DomainLoRALinear(nn.Linear(8, 4), DomainRouting(3), rank=2)
+        >>> layer.lora_A.shape, layer.lora_B.shape
+        (torch.Size([3, 8, 2]), torch.Size([3, 2, 4]))
+    """
+
+    def __init__(self, base_layer: nn.Linear, routing: DomainRouting, rank: int) -> None:
+        super().__init__(base_layer, routing)
+        d, n_in, n_out = routing.domains, base_layer.in_features, base_layer.out_features
+        self.rank = rank
+        self.lora_A = nn.Parameter(torch.empty(d, n_in, rank))
+        self.lora_B = nn.Parameter(torch.zeros(d, rank, n_out))
+        self.lora_bias = nn.Parameter(torch.zeros(d, n_out))
+        self.reset_A()
+
+    def reset_A(self, domains: slice | None = None) -> None:
+        """Fresh random ``A`` (as nn.Linear's init, fan-in = in); ``B`` and ``b_d`` untouched."""
+        bound = 1 / math.sqrt(self.base_layer.in_features)
+        with torch.no_grad():
+            self.lora_A[domains or slice(None)].uniform_(-bound, bound)
+
+    def delta_weights(self) -> torch.Tensor:
+        """(D, in, out): ``A_d B_d`` for every domain."""
+        return torch.bmm(self.lora_A, self.lora_B)
+
+    def domain_weights(self) -> torch.Tensor:
+        shared = self.base_layer.weight.T
+        return torch.cat([shared + self.delta_weights(), shared.unsqueeze(0)])
+
+    def domain_biases(self) -> torch.Tensor:
+        shared = (
+            self.base_layer.bias
+            if self.base_layer.bias is not None
+            else self.lora_bias.new_zeros(self.base_layer.out_features)
+        )
+        return torch.cat([shared + self.lora_bias, shared.unsqueeze(0)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        routing = self.routing
+        if routing.enabled and routing.segments is not None:
+            base = self.base_layer
+            return SegmentLoRA.apply(
+                x, base.weight, base.bias, self.lora_A, self.lora_B, self.lora_bias, routing.segments
+            )
+        return super().forward(x)
+
+    def forward_traceable(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
+        """Low-rank masked path: ``x [A_1..A_D]`` (B, D*r), keep the row's block, times stacked B."""
+        d, n_in, r = self.lora_A.shape
+        low = x @ self.lora_A.permute(1, 0, 2).reshape(n_in, d * r)
+        mask = torch.nn.functional.one_hot(domain, d + 1)[:, :d].to(x.dtype)
+        low = (low.view(-1, d, r) * mask.unsqueeze(-1)).view(-1, d * r)
+        return self.base_layer(x) + low @ self.lora_B.reshape(d * r, -1) + mask @ self.lora_bias
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [self.lora_A, self.lora_B, self.lora_bias]
+
+
+def inject_lora(model: nn.Module, routing: DomainRouting, targets: tuple[str, ...], reduce: int) -> list[str]:
+    """Wrap every ``nn.Linear`` whose name matches a glob in ``targets``; return the wrapped names."""
+
+    def wrap(name: str, module: nn.Module) -> nn.Module | None:
+        if isinstance(module, nn.Linear) and any(fnmatch.fnmatchcase(name, t) for t in targets):
+            return DomainLoRALinear(module, routing, lora_rank(module.out_features, reduce))
+        return None
+
+    return replace_modules(model, wrap)
+
+
+def lora_layers(model: nn.Module) -> list[DomainLoRALinear]:
+    return [m for m in model.modules() if isinstance(m, DomainLoRALinear)]

@@ -1,0 +1,139 @@
+import copy
+
+import pytest
+import torch
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.errors import InputError
+from mdctr.models.mlora import MLoRA
+from mdctr.nn.domain import merge_domain
+from mdctr.nn.embedding import InputSpec
+from mdctr.nn.lora import DomainLoRALinear, lora_layers, lora_rank
+from mdctr.registry import BACKBONES
+
+D = 3
+SPEC = InputSpec(categorical=(20, 30), sequence=(10,), numeric=1, domains=D)
+CFG = ModelConfig(hidden=(32, 16), dropout=0.0, embedding_init_std=0.1)
+
+
+def mixed_batch(n: int = 200, domains: int = D + 1) -> Batch:
+    g = torch.Generator().manual_seed(1)
+    return Batch(
+        torch.stack([torch.randint(1, 20, (n,), generator=g), torch.randint(1, 30, (n,), generator=g)], 1),
+        (torch.randint(0, 10, (n, 4), generator=g),),
+        torch.randn(n, 1, generator=g),
+        torch.randint(0, domains, (n,), generator=g),  # domain D = unseen
+        torch.randint(0, 2, (n,), generator=g).float(),
+    )
+
+
+def wrapped(backbone: str = "dnn", reduce: int = 4) -> tuple[torch.nn.Module, MLoRA]:
+    torch.manual_seed(0)
+    base = BACKBONES[backbone](SPEC, CFG).eval()
+    return base, MLoRA(copy.deepcopy(base), D, reduce, ("*mlp.layers.*.linear",)).eval()
+
+
+def randomise_adapters(model: MLoRA) -> None:
+    torch.manual_seed(5)
+    with torch.no_grad():
+        for layer in lora_layers(model):
+            layer.lora_B.normal_(0, 0.3)
+            layer.lora_bias.normal_(0, 0.3)
+
+
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_fresh_adapters_equal_the_base_exactly(backbone: str) -> None:
+    base, model = wrapped(backbone)
+    assert len(model.adapted) == 2
+    batch = mixed_batch()
+    assert torch.equal(model(batch), base(batch))
+
+
+def test_rank_rule_and_shapes() -> None:
+    _, model = wrapped(reduce=16)
+    first, second = lora_layers(model)
+    assert (first.rank, second.rank) == (lora_rank(32, 16), lora_rank(16, 16)) == (2, 1)
+    assert first.lora_A.shape == (D, first.base_layer.in_features, 2)
+    assert second.lora_B.shape == (D, 1, 16)
+
+
+def test_mixed_batch_equals_each_domains_merged_model() -> None:
+    _, model = wrapped()
+    randomise_adapters(model)
+    batch = mixed_batch()
+    out = model(batch)
+    for d in range(D + 1):
+        rows = batch.domain == d
+        plain = merge_domain(model.backbone, d)
+        assert not any(isinstance(m, DomainLoRALinear) for m in plain.modules())
+        torch.testing.assert_close(out[rows], plain(batch.index(rows)), atol=1e-5, rtol=0)
+
+
+def test_unseen_domain_gets_the_shared_model() -> None:
+    base, model = wrapped()
+    randomise_adapters(model)
+    batch = mixed_batch()
+    unseen = batch.domain == D
+    torch.testing.assert_close(model(batch)[unseen], base(batch)[unseen], atol=1e-6, rtol=0)
+    assert not torch.allclose(model(batch)[~unseen], base(batch)[~unseen])
+
+
+def test_traceable_path_equals_the_segment_path() -> None:
+    _, model = wrapped()
+    randomise_adapters(model)
+    batch = mixed_batch()
+    expected = model(batch)
+    model.routing.domain = batch.domain  # domain set, no segments: the export path
+    try:
+        direct = model.backbone(batch)
+    finally:
+        model.routing.domain = None
+    torch.testing.assert_close(direct, expected, atol=1e-5, rtol=0)
+
+
+def test_a_domain_batch_moves_only_its_own_adapter() -> None:
+    _, model = wrapped()
+    randomise_adapters(model)
+    model.train()
+    batch = mixed_batch(domains=1)
+    batch = Batch(batch.sparse, batch.sequences, batch.dense, torch.full_like(batch.domain, 1), batch.label)
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    for layer in lora_layers(model):
+        for param in (layer.lora_A, layer.lora_B, layer.lora_bias):
+            assert param.grad[1].abs().sum() > 0
+            assert param.grad[0].abs().sum() == 0 and param.grad[2].abs().sum() == 0
+
+
+def test_targets_that_match_nothing_are_a_user_error() -> None:
+    base = BACKBONES["dnn"](SPEC, CFG)
+    with pytest.raises(InputError, match=r"model.lora.targets \['tower.\*'\] match no dense layer of DNN; "
+                                         r"its layers are: mlp.layers.0.linear, mlp.layers.1.linear, head"):
+        MLoRA(base, D, 4, ("tower.*",))
+
+
+def test_segment_backward_equals_autograd_of_the_traceable_path() -> None:
+    _, model = wrapped()
+    randomise_adapters(model)
+    model = model.double()
+    batch = mixed_batch()
+    batch = Batch(batch.sparse, batch.sequences, batch.dense.double(), batch.domain, batch.label.double())
+
+    def grads(traceable: bool) -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        if traceable:
+            order = torch.argsort(batch.domain, stable=True)
+            sorted_batch = batch.index(order)
+            model.routing.domain = sorted_batch.domain
+            try:
+                logits = torch.empty_like(sorted_batch.label).index_copy_(0, order, model.backbone(sorted_batch))
+            finally:
+                model.routing.domain = None
+        else:
+            logits = model(batch)
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    fast, reference = grads(False), grads(True)
+    for name in reference:
+        torch.testing.assert_close(fast[name], reference[name], atol=1e-10, rtol=1e-8, msg=name)
