@@ -28,8 +28,10 @@ def setup(exp: Experiment) -> tuple[torch.nn.Module, TensorData, TensorData]:
     data = prepare(exp.data)
     enc = Encoder.fit(data.train, data.roles)
     torch.manual_seed(exp.train.seed)
-    return build_model(enc.input_spec(), exp.model), TensorData(enc.transform(data.train)), TensorData(
-        enc.transform(data.valid)
+    return (
+        build_model(enc.input_spec(), exp.model),
+        TensorData(enc.transform(data.train)),
+        TensorData(enc.transform(data.valid)),
     )
 
 
@@ -57,7 +59,9 @@ def test_a_useless_stage_two_falls_back_to_the_shared_model(table_path: Path) ->
     exp = mlora_experiment(table_path, adapter={"epochs": 2, "lr": 1000.0})
     model, train, valid = setup(exp)
     stage_one: list[float] = []
-    trainer = Trainer(model, exp.train, callbacks=[lambda s: stage_one.append(s.best_auc) if s.stage == 0 else None])
+    trainer = Trainer(
+        model, exp.train, callbacks=[lambda s: stage_one.append(s.best_auc) if s.stage == 0 else None]
+    )
     state = trainer.fit(train, valid)
     assert state.best_stage == "shared"
     assert [h["stage"] for h in state.history] == ["shared", "shared", "adapters", "adapters"]

@@ -105,6 +105,13 @@ class ModelConfig(_Frozen):
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
     lora: LoRAConfig = LoRAConfig()
+    experts: int = Field(4, ge=1, description="mmoe (and dadnn's mmoe bottom): number of experts")
+    shared_experts: int = Field(2, ge=1, description="ple: shared experts per level")
+    domain_experts: int = Field(1, ge=1, description="ple: experts per domain per level")
+    levels: int = Field(1, ge=1, description="ple: extraction levels (1 = CGC)")
+    tower: tuple[int, ...] = Field((64,), description="per-domain tower MLP of the multi-domain models")
+    bottom: Literal["mlp", "mmoe"] = Field("mlp", description="dadnn: shared bottom network")
+    transfer_weight: float = Field(0.1, ge=0, description="dadnn: weight of the distillation between heads")
 
     @field_validator("backbone", "multidomain")
     @classmethod

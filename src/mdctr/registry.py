@@ -7,9 +7,17 @@ from collections.abc import Callable
 from torch import nn
 
 from mdctr.config import ModelConfig
+from mdctr.models.dadnn import DADNN
 from mdctr.models.deepfm import DeepFM
 from mdctr.models.dnn import DNN
 from mdctr.models.mlora import MLoRA
+from mdctr.models.mmoe import MMoE
+from mdctr.models.modula import MoDULA
+from mdctr.models.pepnet import PEPNet
+from mdctr.models.ple import PLE
+from mdctr.models.separate import Separate
+from mdctr.models.shared_bottom import SharedBottom
+from mdctr.models.star import STAR
 from mdctr.nn.embedding import InputSpec
 
 Builder = Callable[[InputSpec, ModelConfig], nn.Module]
@@ -30,9 +38,32 @@ def _mlora(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
     return MLoRA(BACKBONES[cfg.backbone](spec, cfg), spec.domains, cfg.lora.reduce, cfg.lora.targets)
 
 
+def _modula(residual: bool) -> Builder:
+    def build(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+        """The backbone with a universal and per-domain LoRA experts (MoDULA)."""
+        backbone = BACKBONES[cfg.backbone](spec, cfg)
+        return MoDULA(backbone, spec.domains, cfg.lora.reduce, cfg.lora.targets, residual)
+
+    return build
+
+
+def _separate(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+    """One backbone per domain, each seeing only its own rows."""
+    return Separate(lambda: BACKBONES[cfg.backbone](spec, cfg), spec.domains)
+
+
 MULTIDOMAIN: dict[str, Builder] = {
     "none": _shared,
+    "separate": _separate,
     "mlora": _mlora,
+    "modula": _modula(residual=False),
+    "modula_res": _modula(residual=True),
+    "shared_bottom": SharedBottom,
+    "mmoe": MMoE,
+    "ple": PLE,
+    "star": STAR,
+    "pepnet": PEPNet,
+    "dadnn": DADNN,
 }
 
 

@@ -107,8 +107,11 @@ def test_a_domain_batch_moves_only_its_own_adapter() -> None:
 
 def test_targets_that_match_nothing_are_a_user_error() -> None:
     base = BACKBONES["dnn"](SPEC, CFG)
-    with pytest.raises(InputError, match=r"model.lora.targets \['tower.\*'\] match no dense layer of DNN; "
-                                         r"its layers are: mlp.layers.0.linear, mlp.layers.1.linear, head"):
+    with pytest.raises(
+        InputError,
+        match=r"model.lora.targets \['tower.\*'\] match no dense layer of DNN; "
+        r"its layers are: mlp.layers.0.linear, mlp.layers.1.linear, head",
+    ):
         MLoRA(base, D, 4, ("tower.*",))
 
 
@@ -126,7 +129,9 @@ def test_segment_backward_equals_autograd_of_the_traceable_path() -> None:
             sorted_batch = batch.index(order)
             model.routing.domain = sorted_batch.domain
             try:
-                logits = torch.empty_like(sorted_batch.label).index_copy_(0, order, model.backbone(sorted_batch))
+                logits = torch.empty_like(sorted_batch.label).index_copy_(
+                    0, order, model.backbone(sorted_batch)
+                )
             finally:
                 model.routing.domain = None
         else:

@@ -42,3 +42,34 @@ class MLP(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+class GroupedMLP(nn.Module):
+    """G independent MLPs run as batched matmuls: (B, in) or (B, G, in) -> (B, G, hidden[-1]).
+
+    Used for experts (G = number of experts) and per-domain towers (G = domains).
+    """
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...], groups: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        sizes = (in_features, *hidden)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(groups, a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(groups, b)) for b in sizes[1:])
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.groups, self.out_features = groups, sizes[-1]
+        for weight in self.weights:
+            bound = 1 / weight.shape[1] ** 0.5
+            nn.init.uniform_(weight, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for weight, bias in zip(self.weights, self.biases, strict=True):
+            if x.dim() == 2:
+                x = (x @ weight.permute(1, 0, 2).reshape(weight.shape[1], -1)).view(
+                    x.shape[0], self.groups, -1
+                )
+            else:
+                x = torch.einsum("bgi,gio->bgo", x, weight)
+            x = self.dropout(torch.relu(x + bias))
+        return x

@@ -1,0 +1,68 @@
+"""PLE (Tang et al., RecSys 2020): shared and domain-specific experts, progressively extracted."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.models.common import FlatInput
+from mdctr.nn.embedding import InputSpec
+from mdctr.nn.heads import DomainTowers, select_domain
+from mdctr.nn.mlp import GroupedMLP
+
+
+class ExtractionLevel(nn.Module):
+    """One CGC level: S shared experts and K experts per domain. Domain d's gate mixes its own K
+    experts and the S shared ones; below the last level a shared gate mixes all experts."""
+
+    def __init__(self, in_features: int, cfg: ModelConfig, domains: int, last: bool) -> None:
+        super().__init__()
+        s, k = cfg.shared_experts, cfg.domain_experts
+        self.experts = GroupedMLP(in_features, cfg.hidden, s + domains * k, cfg.dropout)
+        source = [0] * s + [1 + d for d in range(domains) for _ in range(k)]
+        chosen = [[s + d * k + j for j in range(k)] + list(range(s)) for d in range(domains)]
+        self.register_buffer("source", torch.tensor(source), persistent=False)
+        self.register_buffer("chosen", torch.tensor(chosen), persistent=False)
+        self.gate_weight = nn.Parameter(torch.empty(domains, in_features, k + s))
+        self.gate_bias = nn.Parameter(torch.zeros(domains, k + s))
+        nn.init.uniform_(self.gate_weight, -(in_features**-0.5), in_features**-0.5)
+        self.shared_gate = None if last else nn.Linear(in_features, s + domains * k)
+        self.out_features = self.experts.out_features
+
+    def forward(
+        self, shared: torch.Tensor, per_domain: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """shared (B, in), per_domain (B, D, in) or None on the first level (all see ``shared``)."""
+        if per_domain is None:
+            experts = self.experts(shared)
+            gate_in = shared.unsqueeze(1).expand(-1, self.gate_weight.shape[0], -1)
+        else:
+            experts = self.experts(torch.cat([shared.unsqueeze(1), per_domain], 1)[:, self.source])
+            gate_in = per_domain
+        gates = torch.softmax(torch.einsum("bdi,dio->bdo", gate_in, self.gate_weight) + self.gate_bias, -1)
+        domain_out = (gates.unsqueeze(-1) * experts[:, self.chosen]).sum(2)  # (B, D, H)
+        if self.shared_gate is None:
+            return shared, domain_out
+        shared_out = torch.bmm(torch.softmax(self.shared_gate(shared), -1).unsqueeze(1), experts).squeeze(1)
+        return shared_out, domain_out
+
+
+class PLE(nn.Module):
+    """embeddings -> ``levels`` extraction levels -> per-domain towers."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.input = FlatInput(spec, cfg)
+        widths = [self.input.out_features] + [cfg.hidden[-1]] * (cfg.levels - 1)
+        self.levels = nn.ModuleList(
+            ExtractionLevel(w, cfg, spec.domains, last=i == cfg.levels - 1) for i, w in enumerate(widths)
+        )
+        self.towers = DomainTowers(cfg.hidden[-1], cfg.tower, spec.domains, cfg.dropout)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        shared, per_domain = self.input(batch), None
+        for level in self.levels:
+            shared, per_domain = level(shared, per_domain)
+        return select_domain(self.towers(per_domain), batch.domain)
