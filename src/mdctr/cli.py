@@ -136,5 +136,24 @@ def predict_cmd(
     console.print(f"scored {result.height:,} rows -> {out}")
 
 
+@app.command()
+@user_errors
+def adapt(
+    run: Annotated[Path, typer.Argument(help="an MLoRA run directory")],
+    domain: Annotated[str, typer.Option(help="the new domain's value in the domain column")],
+    data: Annotated[Path, typer.Option(help="labelled parquet/CSV with the new domain's rows")],
+    out: Annotated[Path | None, typer.Option(help="new run directory; default RUN-<domain>")] = None,
+) -> None:
+    """Add a domain to an MLoRA run by training only its adapter; other domains stay bit-identical."""
+    from mdctr.adapt import add_domain
+    from mdctr.report import domain_table
+
+    target = out or run.with_name(f"{run.name}-{domain}")
+    metrics = add_domain(run, domain, data, target)
+    _setup()
+    console.print(domain_table(metrics, f"{domain} (held-out rows)"))
+    console.print(f"run directory: {target}")
+
+
 def main() -> None:
     app()

@@ -79,6 +79,7 @@ class Trainer:
         run_dir: Path | None = None,
         progress: bool = False,
         callbacks: Sequence[Callable[[TrainState], None]] = (),
+        stages: Sequence[Stage] | None = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
@@ -86,7 +87,7 @@ class Trainer:
         self.progress = progress
         self.callbacks = tuple(callbacks)
         try:
-            self.stages = stages_for(model, cfg.recipe)
+            self.stages = list(stages) if stages is not None else stages_for(model, cfg.recipe)
         except ValueError:
             raise InputError(
                 f"train.recipe {cfg.recipe!r} needs a model with training stages (e.g. model.multidomain: "

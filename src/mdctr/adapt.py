@@ -1,0 +1,118 @@
+"""Add a domain to a trained MLoRA run: only the new domain's adapter (and its domain
+embedding row) learns, from that domain's rows; every other domain's scores stay bit-identical."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import polars as pl
+import torch
+from torch import nn
+
+from mdctr import runs
+from mdctr.data.encode import Encoder
+from mdctr.data.loader import TensorData
+from mdctr.data.table import DOMAIN_KEY, check_table, read_table, split, with_domain_key
+from mdctr.errors import InputError
+from mdctr.metrics import evaluate
+from mdctr.models.mlora import MLoRA
+from mdctr.models.stages import Stage
+from mdctr.nn.lora import lora_layers
+from mdctr.registry import build_model
+from mdctr.train import Trainer, predict
+from mdctr.weights import save_tensors
+
+log = logging.getLogger(__name__)
+
+
+def grow_state(old: dict[str, torch.Tensor], new_model: nn.Module) -> None:
+    """Load a D-domain state into a (D+1)-domain model: tensors that grew along dim 0 keep their
+    old rows first (the new rows keep the new model's initialisation); the rest load as they are."""
+    state = new_model.state_dict()
+    for key, value in old.items():
+        target = state[key]
+        if target.shape == value.shape:
+            target.copy_(value)
+        elif target.shape[1:] == value.shape[1:] and target.shape[0] > value.shape[0]:
+            target[: value.shape[0]].copy_(value)
+        else:
+            raise RuntimeError(f"cannot grow {key}: {tuple(value.shape)} -> {tuple(target.shape)}")
+
+
+def _only_row(param: nn.Parameter, row: int) -> None:
+    mask = torch.zeros(param.shape[0], *([1] * (param.dim() - 1)), dtype=param.dtype)
+    mask[row] = 1
+    param.register_hook(lambda grad: grad * mask)
+
+
+def _new_domain_stage(model: MLoRA, domain_id: int) -> Stage:
+    adapters = [p for layer in lora_layers(model) for p in layer.adapter_parameters()]
+    embeddings = [
+        m.domain.weight
+        for m in model.modules()
+        if getattr(m, "domain", None) is not None and isinstance(m.domain, nn.Embedding)
+    ]
+    params = adapters + embeddings
+
+    def enter() -> None:
+        model.routing.enabled = True
+        for layer in lora_layers(model):
+            layer.reset_A(slice(domain_id, domain_id + 1))
+        for p in params:
+            _only_row(p, domain_id)
+
+    return Stage("new-domain", lambda: params, enter)
+
+
+def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str | Path) -> dict:
+    """Train ``domain``'s adapter on its rows of ``data_path``; write the grown run to ``out``."""
+    run = runs.load_run(run_dir)
+    out = Path(out)
+    if not isinstance(run.model, MLoRA):
+        raise InputError(
+            f"mdctr adapt needs a run trained with model.multidomain: mlora; "
+            f"{run_dir} uses {run.experiment.model.multidomain}"
+        )
+    if domain in run.encoder.domains:
+        raise InputError(f"domain {domain!r} is already in {run_dir}; adapt adds a new domain")
+    if out.exists() and any(out.iterdir()):
+        raise InputError(f"{out} already holds files; choose another --out")
+    frame = read_table(data_path)
+    roles = run.encoder.roles
+    check_table(frame, roles, str(data_path))
+    frame = with_domain_key(frame, roles.domain).filter(pl.col(DOMAIN_KEY) == domain)
+    if frame.height < 10 or frame[roles.label].n_unique() < 2:
+        raise InputError(
+            f"{data_path}: need at least 10 rows of domain {domain!r} with both labels; found {frame.height}"
+        )
+    encoder = Encoder(roles, run.encoder.vocabs, run.encoder.scalers, [*run.encoder.domains, domain])
+    train_part, valid, rest = split(frame, roles.label, 0.2, 0.001, run.experiment.train.seed)
+    train = TensorData(encoder.transform(pl.concat([train_part, rest])))
+    valid_data = TensorData(encoder.transform(valid))
+
+    torch.manual_seed(run.experiment.train.seed)
+    model = build_model(encoder.input_spec(), run.experiment.model)
+    with torch.no_grad():
+        grow_state(run.model.state_dict(), model)
+    cfg = run.experiment.train
+    cfg = cfg.model_copy(
+        update={"weight_decay": 0.0, "adapter": cfg.adapter.model_copy(update={"weight_decay": 0.0})}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    stage = _new_domain_stage(model, len(run.encoder.domains))
+    state = Trainer(model, cfg, out, stages=[stage]).fit(train, valid_data)
+    (out / "checkpoint.safetensors").unlink(missing_ok=True)
+    save_tensors(out / runs.BEST, model.state_dict())
+    runs.write_config(out, run.experiment)
+    encoder.save(out / runs.VOCAB)
+    metrics = evaluate(
+        valid_data.rows.label.numpy(),
+        predict(model, valid_data),
+        valid_data.rows.domain.numpy(),
+        encoder.domains,
+        encoder.transform(valid).user,
+    )
+    runs.write_json(out / "metrics-adapt.json", {**metrics, "history": state.history})
+    log.info("added domain %r: valid AUC %.4f after %d epochs", domain, state.best_auc, state.epoch)
+    return metrics
