@@ -22,6 +22,7 @@ from mdctr.data.loader import TensorData
 from mdctr.data.table import DOMAIN_KEY, check_table, prepare, read_table, with_domain_key
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
+from mdctr.models.stages import adapter_parameters
 from mdctr.registry import build_model
 from mdctr.report import markdown, plot_curves, plot_domains
 from mdctr.train import CHECKPOINT, Trainer, TrainState, predict
@@ -38,6 +39,7 @@ class TrainResult:
     state: TrainState
     preprocess_s: float
     params: int
+    adapter_params: int
 
 
 def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: bool) -> None:
@@ -113,7 +115,8 @@ def train_experiment(
         "train_samples_per_s": round(float(np.median(rates)), 1) if rates else None,
     }
     _write_results(out, experiment.name, metrics, state.history, info)
-    return TrainResult(out, metrics, state, preprocess_s, params)
+    adapters = sum(p.numel() for p in adapter_parameters(model))
+    return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 
 
 ORACLE = "p"

@@ -1,0 +1,255 @@
+"""Multi-domain benchmark: every multi-domain model on the benchmark tasks, several seeds.
+
+    python benchmarks/multidomain.py --tasks synthetic ml1m-age ml1m-gender --seeds 5
+    python benchmarks/multidomain.py --tasks synthetic --models none mlora star --seeds 5
+
+A model is ``NAME[:RECIPE][@BACKBONE]`` (e.g. ``mlora:two_stage``, ``mlora@deepfm``). Every
+finished run is appended to ``results/multidomain-runs.jsonl`` and skipped when asked again,
+so the table fills up over several invocations. Writes ``results/multidomain.md`` and
+``.json`` (per-domain AUC, mean AUC, WAUC, GAUC as mean ± std over seeds, parameters, adapter
+share, training samples/s and its ratio to the shared model of the same backbone, the oracle
+AUC on synthetic data) and ``multidomain.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mdctr.config import parse_experiment
+from mdctr.pipeline import train_experiment
+
+RESULTS = Path(__file__).parent / "results"
+RUNS = RESULTS / "multidomain-runs.jsonl"
+MODELS = [
+    "none",
+    "separate",
+    "shared_bottom",
+    "mmoe",
+    "ple",
+    "star",
+    "pepnet",
+    "dadnn",
+    "mlora",
+    "mlora:two_stage",
+    "modula:two_stage",
+    "modula_res:two_stage",
+    "mlora@deepfm",
+    "none@deepfm",
+]
+
+
+def parse_model(spec: str) -> tuple[str, str, str]:
+    """``NAME[:RECIPE][@BACKBONE]`` -> (multidomain, recipe, backbone)."""
+    spec, _, backbone = spec.partition("@")
+    name, _, recipe = spec.partition(":")
+    return name, recipe or "joint", backbone or "dnn"
+
+
+def run_one(task: str, spec: str, seed: int, rows: int | None) -> dict:
+    name, recipe, backbone = parse_model(spec)
+    data = {"task": task, **({"rows": rows} if rows and task == "synthetic" else {})}
+    exp = parse_experiment(
+        {
+            "name": spec,
+            "data": data,
+            "model": {"backbone": backbone, "multidomain": name},
+            "train": {"seed": seed, "recipe": recipe},
+        }
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = train_experiment(exp, Path(tmp) / "run")
+    m = result.metrics
+    history = result.state.history
+    return {
+        "task": task,
+        "model": spec,
+        "multidomain": name,
+        "recipe": recipe,
+        "backbone": backbone,
+        "seed": seed,
+        "auc": m["overall"]["auc"],
+        "logloss": m["overall"]["logloss"],
+        "mean_auc": m["mean_auc"],
+        "wauc": m["wauc"],
+        "gauc": m["gauc"],
+        "domains": {k: v["auc"] for k, v in m["domains"].items()},
+        "oracle": m.get("oracle"),
+        "params": result.params,
+        "adapter_params": result.adapter_params,
+        "samples_per_s": float(
+            np.median(
+                [h["samples_per_s"] for h in history if h["stage"] != "shared"]
+                or [h["samples_per_s"] for h in history]
+            )
+        ),
+        "epochs": result.state.epoch,
+        "best_epoch": result.state.best_epoch,
+        "best_stage": result.state.best_stage,
+    }
+
+
+def load_runs() -> list[dict]:
+    if not RUNS.is_file():
+        return []
+    return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
+
+
+def summarise(all_runs: list[dict]) -> list[dict]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in all_runs:
+        groups.setdefault((r["task"], r["model"]), []).append(r)
+    rows = []
+    for (task, spec), runs_ in groups.items():
+
+        def stat(key: str, items: list[dict] = runs_) -> tuple[float, float]:
+            values = [r[key] for r in items if r[key] is not None]
+            return (float(np.mean(values)), float(np.std(values))) if values else (float("nan"), 0.0)
+
+        row = {
+            "task": task,
+            "model": spec,
+            "multidomain": runs_[0]["multidomain"],
+            "recipe": runs_[0]["recipe"],
+            "backbone": runs_[0]["backbone"],
+            "seeds": len(runs_),
+            "params": runs_[0]["params"],
+            "adapter_share": runs_[0]["adapter_params"] / runs_[0]["params"],
+        }
+        for key in ("auc", "logloss", "mean_auc", "wauc", "gauc", "samples_per_s"):
+            row[f"{key}_mean"], row[f"{key}_std"] = stat(key)
+        row["domains"] = {d: stat_domain(runs_, d) for d in runs_[0]["domains"]}
+        row["best_stages"] = sorted({r["best_stage"] for r in runs_})
+        if runs_[0].get("oracle"):
+            row["oracle_wauc"] = float(np.mean([r["oracle"]["wauc"] for r in runs_]))
+        rows.append(row)
+    for row in rows:
+        base = next(
+            (
+                r
+                for r in rows
+                if r["task"] == row["task"]
+                and r["multidomain"] == "none"
+                and r["backbone"] == row["backbone"]
+            ),
+            None,
+        )
+        row["speed_vs_shared"] = row["samples_per_s_mean"] / base["samples_per_s_mean"] if base else None
+        row["wauc_vs_shared"] = row["wauc_mean"] - base["wauc_mean"] if base else None
+        row["wauc_vs_shared_in_std"] = (
+            row["wauc_vs_shared"] / max(base["wauc_std"], row["wauc_std"], 1e-9) if base else None
+        )
+    order = {m: i for i, m in enumerate(MODELS)}
+    return sorted(rows, key=lambda r: (r["task"], order.get(r["model"], 99), r["model"]))
+
+
+def stat_domain(runs_: list[dict], domain: str) -> tuple[float, float]:
+    values = [r["domains"][domain] for r in runs_ if r["domains"].get(domain) is not None]
+    return float(np.mean(values)), float(np.std(values))
+
+
+def markdown(rows: list[dict], threads: int) -> str:
+    out = [
+        "# Multi-domain benchmark",
+        "",
+        f"Test split, mean ± std over seeds (BENCHMARKS.md settings); torch threads = {threads}; samples/s = "
+        "median training epoch, mean over seeds; `speed` = samples/s / the shared model's (`none`, same "
+        "backbone) from the same invocation; `Δ WAUC` in units of the larger std of the pair. "
+        "Command: see `benchmarks/multidomain.py`.",
+        "",
+    ]
+    for task in dict.fromkeys(r["task"] for r in rows):
+        sub = [r for r in rows if r["task"] == task]
+        out += [f"## {task}", ""]
+        if "oracle_wauc" in sub[0]:
+            out += [f"Oracle (true p) WAUC: {sub[0]['oracle_wauc']:.4f}", ""]
+        domains = list(sub[0]["domains"])
+        out += [
+            "| model | seeds | WAUC | Δ WAUC (std) | mean AUC | AUC | GAUC | "
+            + " | ".join(domains)
+            + " | params | adapter share | samples/s | speed | best stage |",
+            "|" + "---|" * (11 + len(domains)),
+        ]
+        for r in sub:
+            doms = " | ".join(f"{r['domains'][d][0]:.4f}" if d in r["domains"] else "-" for d in domains)
+            delta = (
+                ""
+                if r["wauc_vs_shared"] is None
+                else f"{r['wauc_vs_shared']:+.4f} ({r['wauc_vs_shared_in_std']:+.1f})"
+            )
+            speed = "" if r["speed_vs_shared"] is None else f"{r['speed_vs_shared']:.2f}×"
+            out.append(
+                f"| {r['model']} | {r['seeds']} | {r['wauc_mean']:.4f} ± {r['wauc_std']:.4f} | {delta} | "
+                f"{r['mean_auc_mean']:.4f} | {r['auc_mean']:.4f} | {r['gauc_mean']:.4f} | {doms} | "
+                f"{r['params']:,} | {r['adapter_share']:.1%} | {r['samples_per_s_mean']:,.0f} | {speed} | "
+                f"{', '.join(r['best_stages'])} |"
+            )
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        sub = [r for r in rows if r["task"] == task]
+        ax.errorbar(
+            [r["wauc_mean"] for r in sub], range(len(sub)), xerr=[r["wauc_std"] for r in sub], fmt="o"
+        )
+        ax.set_yticks(range(len(sub)), [r["model"] for r in sub])
+        if "oracle_wauc" in sub[0]:
+            ax.axvline(sub[0]["oracle_wauc"], color="gray", linestyle="--", label="oracle")
+            ax.legend()
+        ax.set_title(task)
+        ax.set_xlabel("test WAUC")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", nargs="+", default=["synthetic", "ml1m-age", "ml1m-gender"])
+    parser.add_argument("--models", nargs="+", default=MODELS)
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the task's 1M)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    RESULTS.mkdir(exist_ok=True)
+    done = {(r["task"], r["model"], r["seed"]) for r in load_runs()}
+    for task in [] if args.report_only else args.tasks:
+        for seed in range(2024, 2024 + args.seeds):
+            for spec in args.models:
+                if (task, spec, seed) in done:
+                    continue
+                record = run_one(task, spec, seed, args.rows)
+                with RUNS.open("a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+                print(
+                    f"{task} {spec} seed {seed}: WAUC {record['wauc']:.4f}, {record['samples_per_s']:,.0f} "
+                    f"samples/s, best {record['best_stage']} epoch {record['best_epoch']}",
+                    flush=True,
+                )
+    rows = summarise(load_runs())
+    (RESULTS / "multidomain.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / "multidomain.md").write_text(markdown(rows, args.threads))
+    plot(rows, RESULTS / "multidomain.png")
+
+
+if __name__ == "__main__":
+    main()
