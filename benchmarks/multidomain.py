@@ -3,7 +3,8 @@
     python benchmarks/multidomain.py --tasks synthetic ml1m-age ml1m-gender --seeds 5
     python benchmarks/multidomain.py --tasks synthetic --models none mlora star --seeds 5
 
-A model is ``NAME[:RECIPE][@BACKBONE]`` (e.g. ``mlora:two_stage``, ``mlora@deepfm``). Every
+A model is ``NAME[:RECIPE][@BACKBONE][+key=value...]`` (e.g. ``mlora:two_stage``,
+``mlora@deepfm``, ``mlora+train.adapter.lr=0.0001``: ``--set``-style overrides). Every
 finished run is appended to ``results/multidomain-runs.jsonl`` and skipped when asked again,
 so the table fills up over several invocations. Writes ``results/multidomain.md`` and
 ``.json`` (per-domain AUC, mean AUC, WAUC, GAUC as mean ± std over seeds, parameters, adapter
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mdctr.config import parse_experiment
+from mdctr.config import apply_overrides, parse_experiment
 from mdctr.pipeline import train_experiment
 
 RESULTS = Path(__file__).parent / "results"
@@ -45,24 +46,24 @@ MODELS = [
 ]
 
 
-def parse_model(spec: str) -> tuple[str, str, str]:
-    """``NAME[:RECIPE][@BACKBONE]`` -> (multidomain, recipe, backbone)."""
+def parse_model(spec: str) -> tuple[str, str, str, list[str]]:
+    """``NAME[:RECIPE][@BACKBONE][+key=value...]`` -> (multidomain, recipe, backbone, overrides)."""
+    spec, *overrides = spec.split("+")
     spec, _, backbone = spec.partition("@")
     name, _, recipe = spec.partition(":")
-    return name, recipe or "joint", backbone or "dnn"
+    return name, recipe or "joint", backbone or "dnn", overrides
 
 
 def run_one(task: str, spec: str, seed: int, rows: int | None) -> dict:
-    name, recipe, backbone = parse_model(spec)
+    name, recipe, backbone, overrides = parse_model(spec)
     data = {"task": task, **({"rows": rows} if rows and task == "synthetic" else {})}
-    exp = parse_experiment(
-        {
-            "name": spec,
-            "data": data,
-            "model": {"backbone": backbone, "multidomain": name},
-            "train": {"seed": seed, "recipe": recipe},
-        }
-    )
+    tree = {
+        "name": spec,
+        "data": data,
+        "model": {"backbone": backbone, "multidomain": name},
+        "train": {"seed": seed, "recipe": recipe},
+    }
+    exp = parse_experiment(apply_overrides(tree, overrides))
     with tempfile.TemporaryDirectory() as tmp:
         result = train_experiment(exp, Path(tmp) / "run")
     m = result.metrics
