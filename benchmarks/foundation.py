@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from mdctr.config import parse_experiment
+from mdctr.metrics import headline
 from mdctr.pipeline import train_experiment
 
 RESULTS = Path(__file__).parent / "results"
@@ -38,12 +39,7 @@ def run_one(task: str, model: str, seed: int) -> dict:
     m = result.metrics
     rates = [h["samples_per_s"] for h in result.state.history]
     return {
-        "auc": m["overall"]["auc"],
-        "logloss": m["overall"]["logloss"],
-        "mean_auc": m["mean_auc"],
-        "wauc": m["wauc"],
-        "gauc": m["gauc"],
-        "domains": {k: v["auc"] for k, v in m["domains"].items()},
+        **headline(m),
         "samples_per_s": float(np.median(rates)),
         "preprocess_s": result.preprocess_s,
         "epochs": result.state.epoch,

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from mdctr.config import apply_overrides, parse_experiment
+from mdctr.metrics import headline
 from mdctr.pipeline import train_experiment
 
 RESULTS = Path(__file__).parent / "results"
@@ -75,12 +76,7 @@ def run_one(task: str, spec: str, seed: int, rows: int | None) -> dict:
         "recipe": recipe,
         "backbone": backbone,
         "seed": seed,
-        "auc": m["overall"]["auc"],
-        "logloss": m["overall"]["logloss"],
-        "mean_auc": m["mean_auc"],
-        "wauc": m["wauc"],
-        "gauc": m["gauc"],
-        "domains": {k: v["auc"] for k, v in m["domains"].items()},
+        **headline(m),
         "oracle": m.get("oracle"),
         "params": result.params,
         "adapter_params": result.adapter_params,

@@ -95,3 +95,16 @@ def evaluate(
         "wauc": _clean(wauc),
         "gauc": None if user is None else _clean(gauc(label, prob, user)),
     }
+
+
+def headline(metrics: dict) -> dict:
+    """The figures a results table needs from a metrics dict, flat: auc, logloss, mean_auc, wauc,
+    gauc and per-domain AUC."""
+    return {
+        "auc": metrics["overall"]["auc"],
+        "logloss": metrics["overall"]["logloss"],
+        "mean_auc": metrics["mean_auc"],
+        "wauc": metrics["wauc"],
+        "gauc": metrics["gauc"],
+        "domains": {k: v["auc"] for k, v in metrics["domains"].items()},
+    }
