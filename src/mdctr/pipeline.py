@@ -92,13 +92,13 @@ def train_experiment(
     torch.manual_seed(experiment.train.seed)
     model = build_model(encoder.input_spec(), experiment.model)
     params = sum(p.numel() for p in model.parameters())
+    trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
     if not resume:
         if overwrite and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
         runs.write_config(out, experiment)
         encoder.save(out / runs.VOCAB)
-    trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
     state = trainer.fit(train, valid, resume=resume)
 
     prob = predict(model, test, experiment.train.eval_batch_size)
