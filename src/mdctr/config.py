@@ -102,6 +102,7 @@ class ModelConfig(_Frozen):
     hidden: tuple[int, ...] = (256, 128, 64)
     dropout: float = Field(0.2, ge=0, lt=1)
     batch_norm: bool = False
+    input_norm: bool = Field(False, description="dnn/deepfm: batch norm over the MLP's input embeddings")
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
     lora: LoRAConfig = LoRAConfig()

@@ -23,10 +23,13 @@ def random_batch(n: int = 64) -> Batch:
     )
 
 
+@pytest.mark.parametrize("input_norm", [False, True])
 @pytest.mark.parametrize("backbone", sorted(BACKBONES))
-def test_logits_shape_and_gradient_reaches_every_parameter(backbone: str) -> None:
+def test_logits_shape_and_gradient_reaches_every_parameter(backbone: str, input_norm: bool) -> None:
     torch.manual_seed(0)
-    model = build_model(SPEC, ModelConfig(backbone=backbone, hidden=(16, 8), embedding_init_std=0.1))
+    cfg = ModelConfig(backbone=backbone, hidden=(16, 8), embedding_init_std=0.1, input_norm=input_norm)
+    model = build_model(SPEC, cfg)
+    assert any(isinstance(m, torch.nn.BatchNorm1d) for m in model.modules()) == input_norm
     batch = random_batch()
     logits = model(batch)
     assert logits.shape == (64,)

@@ -23,7 +23,13 @@ class DeepFM(nn.Module):
         self.linear = FieldEmbedding(spec, 1, cfg.embedding_init_std, cfg.domain_as_feature)
         self.bias = nn.Parameter(torch.zeros(1))
         self.fm = FactorizationMachine()
-        self.mlp = MLP(self.embedding.num_fields * cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        self.mlp = MLP(
+            self.embedding.num_fields * cfg.embedding_dim,
+            cfg.hidden,
+            cfg.dropout,
+            cfg.batch_norm,
+            cfg.input_norm,
+        )
         self.head = nn.Linear(self.mlp.out_features, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -19,7 +19,13 @@ class DNN(nn.Module):
         self.embedding = FieldEmbedding(
             spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
         )
-        self.mlp = MLP(self.embedding.num_fields * cfg.embedding_dim, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        self.mlp = MLP(
+            self.embedding.num_fields * cfg.embedding_dim,
+            cfg.hidden,
+            cfg.dropout,
+            cfg.batch_norm,
+            cfg.input_norm,
+        )
         self.head = nn.Linear(self.mlp.out_features, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

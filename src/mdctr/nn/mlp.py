@@ -29,9 +29,15 @@ class MLP(nn.Module):
     """
 
     def __init__(
-        self, in_features: int, hidden: tuple[int, ...], dropout: float = 0.0, batch_norm: bool = False
+        self,
+        in_features: int,
+        hidden: tuple[int, ...],
+        dropout: float = 0.0,
+        batch_norm: bool = False,
+        input_norm: bool = False,
     ) -> None:
         super().__init__()
+        self.input_norm = nn.BatchNorm1d(in_features) if input_norm else nn.Identity()
         sizes = (in_features, *hidden)
         self.layers = nn.ModuleList(
             DenseBlock(a, b, dropout, batch_norm) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
@@ -39,6 +45,7 @@ class MLP(nn.Module):
         self.out_features = sizes[-1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.input_norm(x)
         for layer in self.layers:
             x = layer(x)
         return x
