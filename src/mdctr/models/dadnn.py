@@ -12,7 +12,7 @@ from mdctr.data.batch import Batch
 from mdctr.models.common import FlatInput, MixtureOfExperts
 from mdctr.nn.embedding import InputSpec
 from mdctr.nn.heads import DomainTowers, select_domain
-from mdctr.nn.mlp import MLP
+from mdctr.nn.mlp import mlp_from_config
 
 
 class DADNN(nn.Module):
@@ -25,7 +25,7 @@ class DADNN(nn.Module):
         self.bottom = (
             MixtureOfExperts(width, cfg, spec.domains)
             if cfg.bottom == "mmoe"
-            else MLP(width, cfg.hidden, cfg.dropout, cfg.batch_norm)
+            else mlp_from_config(width, cfg)
         )
         self.towers = DomainTowers(self.bottom.out_features, cfg.tower, spec.domains, cfg.dropout)
         self.transfer_weight = cfg.transfer_weight

@@ -9,7 +9,7 @@ from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.nn.embedding import FieldEmbedding, InputSpec
 from mdctr.nn.interaction import FactorizationMachine
-from mdctr.nn.mlp import MLP
+from mdctr.nn.mlp import mlp_from_config
 
 
 class DeepFM(nn.Module):
@@ -23,13 +23,7 @@ class DeepFM(nn.Module):
         self.linear = FieldEmbedding(spec, 1, cfg.embedding_init_std, cfg.domain_as_feature)
         self.bias = nn.Parameter(torch.zeros(1))
         self.fm = FactorizationMachine()
-        self.mlp = MLP(
-            self.embedding.num_fields * cfg.embedding_dim,
-            cfg.hidden,
-            cfg.dropout,
-            cfg.batch_norm,
-            cfg.input_norm,
-        )
+        self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
         self.head = nn.Linear(self.mlp.out_features, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

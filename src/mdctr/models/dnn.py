@@ -8,7 +8,7 @@ from torch import nn
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.nn.embedding import FieldEmbedding, InputSpec
-from mdctr.nn.mlp import MLP
+from mdctr.nn.mlp import mlp_from_config
 
 
 class DNN(nn.Module):
@@ -19,13 +19,7 @@ class DNN(nn.Module):
         self.embedding = FieldEmbedding(
             spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
         )
-        self.mlp = MLP(
-            self.embedding.num_fields * cfg.embedding_dim,
-            cfg.hidden,
-            cfg.dropout,
-            cfg.batch_norm,
-            cfg.input_norm,
-        )
+        self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
         self.head = nn.Linear(self.mlp.out_features, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -10,7 +10,7 @@ from mdctr.data.batch import Batch
 from mdctr.models.common import FlatInput
 from mdctr.nn.embedding import InputSpec
 from mdctr.nn.heads import DomainTowers, select_domain
-from mdctr.nn.mlp import MLP
+from mdctr.nn.mlp import mlp_from_config
 
 
 class SharedBottom(nn.Module):
@@ -19,7 +19,7 @@ class SharedBottom(nn.Module):
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
         self.input = FlatInput(spec, cfg)
-        self.bottom = MLP(self.input.out_features, cfg.hidden, cfg.dropout, cfg.batch_norm)
+        self.bottom = mlp_from_config(self.input.out_features, cfg)
         self.towers = DomainTowers(self.bottom.out_features, cfg.tower, spec.domains, cfg.dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mdctr.config import ModelConfig
+
 
 class DenseBlock(nn.Module):
     """Linear -> (BatchNorm) -> ReLU -> Dropout."""
@@ -49,6 +51,11 @@ class MLP(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return x
+
+
+def mlp_from_config(in_features: int, cfg: ModelConfig) -> MLP:
+    """The MLP a model config describes: ``hidden``, ``dropout``, ``batch_norm``, ``input_norm``."""
+    return MLP(in_features, cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.input_norm)
 
 
 class GroupedMLP(nn.Module):
