@@ -89,7 +89,8 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
     encoder = Encoder(roles, run.encoder.vocabs, run.encoder.scalers, [*run.encoder.domains, domain])
     train_part, valid, rest = split(frame, roles.label, 0.2, 0.001, run.experiment.train.seed)
     train = TensorData(encoder.transform(pl.concat([train_part, rest])))
-    valid_data = TensorData(encoder.transform(valid))
+    encoded_valid = encoder.transform(valid)
+    valid_data = TensorData(encoded_valid)
 
     torch.manual_seed(run.experiment.train.seed)
     model = build_model(encoder.input_spec(), run.experiment.model)
@@ -111,7 +112,7 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
         predict(model, valid_data),
         valid_data.rows.domain.numpy(),
         encoder.domains,
-        encoder.transform(valid).user,
+        encoded_valid.user,
     )
     runs.write_json(out / "metrics-adapt.json", {**metrics, "history": state.history})
     log.info("added domain %r: valid AUC %.4f after %d epochs", domain, state.best_auc, state.epoch)

@@ -77,8 +77,9 @@ def train_experiment(
     start = time.perf_counter()
     data = prepare(experiment.data)
     encoder = Encoder.load(out / runs.VOCAB) if resume else Encoder.fit(data.train, data.roles)
-    train, valid, test = (TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
-    test_user = encoder.transform(data.test).user
+    encoded_test = encoder.transform(data.test)
+    train, valid = (TensorData(encoder.transform(f)) for f in (data.train, data.valid))
+    test, test_user = TensorData(encoded_test), encoded_test.user
     preprocess_s = time.perf_counter() - start
     log.info(
         "data: %d train, %d valid, %d test rows, %d domains, encoded in %.1f s",

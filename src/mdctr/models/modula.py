@@ -10,8 +10,8 @@ from torch import nn
 from mdctr.data.batch import Batch
 from mdctr.errors import InputError
 from mdctr.models.stages import Stage, shared_parameters
-from mdctr.nn.domain import DomainLinear, DomainRouting, replace_modules
-from mdctr.nn.lora import DomainLoRALinear, lora_rank
+from mdctr.nn.domain import DomainLinear, DomainRouting
+from mdctr.nn.lora import DomainLoRALinear, inject_lora
 
 
 class ModulaLinear(DomainLoRALinear):
@@ -64,17 +64,13 @@ class MoDULA(nn.Module):
         self, backbone: nn.Module, domains: int, reduce: int, targets: tuple[str, ...], residual: bool
     ) -> None:
         super().__init__()
-        import fnmatch
-
         self.backbone = backbone
         self.routing = DomainRouting(domains)
 
-        def wrap(name: str, module: nn.Module) -> nn.Module | None:
-            if isinstance(module, nn.Linear) and any(fnmatch.fnmatchcase(name, t) for t in targets):
-                return ModulaLinear(module, self.routing, lora_rank(module.out_features, reduce), residual)
-            return None
+        def make(linear: nn.Linear, routing: DomainRouting, rank: int) -> ModulaLinear:
+            return ModulaLinear(linear, routing, rank, residual)
 
-        if not replace_modules(backbone, wrap):
+        if not inject_lora(backbone, self.routing, targets, reduce, make):
             raise InputError(
                 f"model.lora.targets {list(targets)} match no dense layer of {type(backbone).__name__}"
             )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -127,12 +128,19 @@ class DomainLoRALinear(DomainLinear):
         return [self.lora_A, self.lora_B, self.lora_bias]
 
 
-def inject_lora(model: nn.Module, routing: DomainRouting, targets: tuple[str, ...], reduce: int) -> list[str]:
-    """Wrap every ``nn.Linear`` whose name matches a glob in ``targets``; return the wrapped names."""
+def inject_lora(
+    model: nn.Module,
+    routing: DomainRouting,
+    targets: tuple[str, ...],
+    reduce: int,
+    make: Callable[[nn.Linear, DomainRouting, int], nn.Module] = DomainLoRALinear,
+) -> list[str]:
+    """Wrap every ``nn.Linear`` whose name matches a glob in ``targets`` with ``make(linear, routing,
+    rank)``; return the wrapped names."""
 
     def wrap(name: str, module: nn.Module) -> nn.Module | None:
         if isinstance(module, nn.Linear) and any(fnmatch.fnmatchcase(name, t) for t in targets):
-            return DomainLoRALinear(module, routing, lora_rank(module.out_features, reduce))
+            return make(module, routing, lora_rank(module.out_features, reduce))
         return None
 
     return replace_modules(model, wrap)
