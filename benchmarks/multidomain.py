@@ -89,6 +89,7 @@ def run_one(task: str, spec: str, seed: int, rows: int | None) -> dict:
         "epochs": result.state.epoch,
         "best_epoch": result.state.best_epoch,
         "best_stage": result.state.best_stage,
+        "threads": torch.get_num_threads(),
     }
 
 

@@ -63,3 +63,16 @@ def table_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def experiment(table_path: Path) -> Experiment:
     return parse_experiment(table_config(table_path))
+
+
+@pytest.fixture(scope="session")
+def mlora_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small trained MLoRA run directory (read-only for the tests that share it)."""
+    from mdctr.pipeline import train_experiment
+
+    tmp = tmp_path_factory.mktemp("mlora-run")
+    click_table().write_parquet(tmp / "clicks.parquet")
+    tree = table_config(tmp / "clicks.parquet", epochs=2)
+    tree["model"]["multidomain"] = "mlora"
+    train_experiment(parse_experiment(tree), tmp / "run")
+    return tmp / "run"

@@ -155,5 +155,53 @@ def adapt(
     console.print(f"run directory: {target}")
 
 
+@app.command()
+@user_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    out: Annotated[Path, typer.Option(help="ONNX file to write")],
+    domain: Annotated[
+        str | None, typer.Option(help="merge the adapters for this domain into a plain graph")
+    ] = None,
+) -> None:
+    """Export a run to ONNX (dynamic batch), checked against PyTorch before it is written."""
+    from mdctr import export as onnx_export
+    from mdctr.predictor import export_run
+    from mdctr.runs import load_run
+
+    _setup()
+    try:
+        exported = export_run(load_run(run), domain)
+    except onnx_export.ExportError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    onnx_export.write(exported, out)
+    console.print(
+        f"{out}: inputs {', '.join(exported.inputs)} -> prob; "
+        f"max |onnx - torch| = {exported.max_abs_diff:.1e} on {onnx_export.PARITY_ROWS} rows"
+    )
+
+
+@app.command()
+@user_errors
+def serve(
+    run: Annotated[Path, typer.Argument(help="run directory")],
+    host: Annotated[str, typer.Option(help="interface to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8000,
+    max_candidates: Annotated[int, typer.Option(min=1, help="largest candidate list per request")] = 1000,
+    backend: Annotated[str, typer.Option(help="onnx or torch")] = "onnx",
+    threads: Annotated[int, typer.Option(min=1, help="scoring threads")] = 1,
+    onnx: Annotated[Path | None, typer.Option(help="an exported ONNX file of this run")] = None,
+) -> None:
+    """Score over HTTP: POST /predict, GET /health, GET /metadata."""
+    from mdctr.predictor import Predictor
+    from mdctr.server import serve as run_server
+
+    _setup(threads)
+    predictor = Predictor(run, backend=backend, threads=threads, onnx_path=onnx)  # type: ignore[arg-type]
+    console.print(f"serving {run} ({backend}) on http://{host}:{port}", highlight=False)
+    run_server(predictor, host, port, max_candidates)
+
+
 def main() -> None:
     app()

@@ -19,7 +19,7 @@ from mdctr.config import Experiment
 from mdctr.data.cache import atomic_write, atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
-from mdctr.data.table import DOMAIN_KEY, check_table, prepare, read_table, with_domain_key
+from mdctr.data.table import DOMAIN_KEY, prepare, read_table
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
 from mdctr.models.stages import adapter_parameters
@@ -147,8 +147,7 @@ def _write_results(out: Path, title: str, metrics: dict, history: list[dict], in
 def _score_frame(
     run: runs.Run, frame: pl.DataFrame, where: str, need_label: bool
 ) -> tuple[np.ndarray, TensorData, np.ndarray | None]:
-    check_table(frame, run.encoder.roles, where, need_label=need_label)
-    encoded = run.encoder.transform(with_domain_key(frame, run.encoder.roles.domain), with_label=need_label)
+    encoded = run.encoder.encode_table(frame, where, need_label)
     data = TensorData(encoded)
     return predict(run.model, data, run.experiment.train.eval_batch_size), data, encoded.user
 

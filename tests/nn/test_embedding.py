@@ -55,3 +55,11 @@ def test_mlp_names_its_dense_layers() -> None:
     names = [n for n, m in mlp.named_modules() if isinstance(m, torch.nn.Linear)]
     assert names == ["layers.0.linear", "layers.1.linear"]
     assert mlp(torch.zeros(3, 8)).shape == (3, 2)
+
+
+def test_traceable_mean_equals_embedding_bag() -> None:
+    from mdctr.nn.embedding import _traceable_mean
+
+    bag = torch.nn.EmbeddingBag(12, 4, mode="mean", padding_idx=0)
+    ids = torch.tensor([[3, 5, 0, 0], [0, 0, 0, 0], [1, 2, 3, 11], [0, 7, 0, 7]])
+    torch.testing.assert_close(_traceable_mean(bag, ids), bag(ids), atol=1e-7, rtol=0)

@@ -4,14 +4,17 @@ training split and applied to any table: raw columns in, compact integer/float a
 from __future__ import annotations
 
 import json
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from mdctr.data.cache import atomic_write_text
-from mdctr.data.table import DOMAIN_KEY, Roles
+from mdctr.data.table import DOMAIN_KEY, Roles, check_table, with_domain_key
 from mdctr.errors import InputError
 from mdctr.nn.embedding import InputSpec
 
@@ -44,6 +47,22 @@ def _sequence_items(frame: pl.DataFrame, name: str, sep: str) -> pl.Expr:
     if frame.schema[name] == pl.String:
         return pl.col(name).str.split(sep)
     return _as_text(frame, name)
+
+
+def _text(value: object) -> str | None:
+    """A raw value as the text polars gives it when casting to String."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _number(value: object) -> float:
+    """A raw numeric value as float; None or NaN -> NaN (later replaced by the mean)."""
+    if value is None:
+        return math.nan
+    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -158,6 +177,64 @@ class Encoder:
         rows = np.repeat(np.arange(frame.height), lengths)
         cols = np.arange(len(flat)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         out[rows, cols] = flat
+        return out
+
+    def encode_table(self, frame: pl.DataFrame, where: str, need_label: bool) -> Encoded:
+        """Check a raw table against the run's columns and encode it."""
+        check_table(frame, self.roles, where, need_label=need_label)
+        return self.transform(with_domain_key(frame, self.roles.domain), with_label=need_label)
+
+    @cached_property
+    def _lookups(self) -> dict[str, dict[str, int]]:
+        return {name: {v: i for i, v in enumerate(vocab, 2)} for name, vocab in self.vocabs.items()}
+
+    def transform_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
+        """Encode raw rows given as mappings, without polars: the low-latency path for serving.
+
+        Equal to ``transform`` on the same rows as a table; every feature and domain column
+        must be a key (None = missing value).
+        """
+        n, lookups, features = len(records), self._lookups, self.roles.features
+        need = [*self.roles.domain, *(f.name for f in features)]
+        for i, record in enumerate(records):
+            missing = [c for c in need if c not in record]
+            if missing:
+                raise InputError(f"row {i}: feature {missing[0]!r} is missing; every row needs {need}")
+        sparse = np.array(
+            [[lookups[c].get(_text(r[c]), OOV) for c in self.categorical] for r in records], np.int64
+        ).reshape(n, len(self.categorical))
+        sequences = tuple(
+            self._sequence_records(records, f.name, f.sep, f.max_len)
+            for f in features
+            if f.kind == "sequence"
+        )
+        dense = np.zeros((n, len(self.numeric)), np.float32)
+        for j, c in enumerate(self.numeric):
+            mean, std = self.scalers[c]
+            log1p = next(f for f in features if f.name == c).log1p
+            values = np.array([_number(r[c]) for r in records], np.float64)
+            if log1p:
+                values = np.log1p(np.clip(values, 0, None))
+            dense[:, j] = (np.where(np.isnan(values), mean, values) - mean) / std
+        index = {d: i for i, d in enumerate(self.domains)}
+        domain = np.array(
+            [
+                index.get("|".join(_text(r[c]) or "<null>" for c in self.roles.domain), len(self.domains))
+                for r in records
+            ],
+            np.int64,
+        )
+        return Encoded(sparse, sequences, dense, domain, None, None)
+
+    def _sequence_records(
+        self, records: Sequence[Mapping[str, object]], name: str, sep: str, max_len: int
+    ) -> np.ndarray:
+        lookup, out = self._lookups[name], np.full((len(records), max_len), PAD, np.int64)
+        for i, record in enumerate(records):
+            value = record[name]
+            items = value.split(sep) if isinstance(value, str) else ([] if value is None else value)
+            for j, item in enumerate(list(items)[:max_len]):
+                out[i, j] = lookup.get(_text(item), OOV)
         return out
 
     def to_dict(self) -> dict:

@@ -68,9 +68,23 @@ class FieldEmbedding(nn.Module):
         parts = []
         if batch.sparse.shape[1]:
             parts.append(self.categorical(batch.sparse + self.offsets))
-        parts.extend(bag(ids).unsqueeze(1) for bag, ids in zip(self.sequence, batch.sequences, strict=True))
+        pool = _traceable_mean if torch.compiler.is_exporting() else _bag_mean
+        parts.extend(
+            pool(bag, ids).unsqueeze(1) for bag, ids in zip(self.sequence, batch.sequences, strict=True)
+        )
         if self.numeric.shape[0]:
             parts.append(batch.dense.unsqueeze(-1) * self.numeric)
         if self.domain is not None:
             parts.append(self.domain(batch.domain).unsqueeze(1))
         return torch.cat(parts, dim=1)
+
+
+def _bag_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
+    return bag(ids)
+
+
+def _traceable_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
+    """``bag(ids)`` as a lookup and a masked mean: exports to a few dense ONNX ops, where
+    EmbeddingBag becomes a per-row loop."""
+    mask = (ids != bag.padding_idx).unsqueeze(-1).to(bag.weight.dtype)
+    return (nn.functional.embedding(ids, bag.weight) * mask).sum(1) / mask.sum(1).clamp(min=1)

@@ -1,0 +1,105 @@
+"""HTTP scoring with FastAPI: ``POST /predict``, ``GET /health``, ``GET /metadata``.
+
+The request schema is generated from the run's columns, so a missing feature, a wrong type,
+an empty or oversized candidate list is a 422 naming the field, never a 500.
+
+    POST /predict {"candidates": [{"user_id": "1", "item_id": "1193", "gender": "F", ...}, ...]}
+    -> {"scores": [0.41, ...], "domain_seen": [true, ...]}
+"""
+
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
+from typing_extensions import TypedDict
+
+from mdctr.data.encode import Encoder
+from mdctr.errors import InputError
+from mdctr.predictor import Predictor
+
+MAX_CANDIDATES = 1000
+BYTES_PER_CANDIDATE = 8192
+
+Scalar = StrictStr | StrictInt
+Number = StrictFloat | StrictInt
+
+
+def request_model(encoder: Encoder, max_candidates: int) -> type[BaseModel]:
+    """``{"candidates": [row, ...]}`` with one required key per feature and domain column.
+
+    Categorical and domain values: string or integer (null = missing -> OOV); numeric: number
+    or null (-> the training mean); sequence: a list of values or one text joined by the
+    feature's separator. Other keys in a row are ignored.
+    """
+    kinds = {f.name: f.kind for f in encoder.roles.features}
+    types: dict[str, Any] = {
+        "categorical": Scalar | None,
+        "numeric": Number | None,
+        "sequence": list[Scalar] | StrictStr | None,
+    }
+    fields = {name: types[kind] for name, kind in kinds.items()}
+    fields.update({column: Scalar | None for column in encoder.roles.domain if column not in fields})
+    candidate = TypedDict("Candidate", fields)  # type: ignore[misc]  # keys are column names, any text
+    candidate.__pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[attr-defined]
+    return create_model(
+        "PredictRequest",
+        __config__=ConfigDict(extra="forbid"),
+        candidates=(Annotated[list[candidate], Field(min_length=1, max_length=max_candidates)], ...),
+    )
+
+
+class PredictResponse(BaseModel):
+    scores: list[float]
+    domain_seen: list[bool]
+
+
+def create_app(predictor: Predictor, max_candidates: int = MAX_CANDIDATES) -> FastAPI:
+    """The scoring API over one loaded Predictor."""
+    app = FastAPI(title=f"mdctr: {predictor.run.experiment.name}", version=predictor.metadata()["version"])
+    body_limit = max_candidates * BYTES_PER_CANDIDATE
+    request = request_model(predictor.encoder, max_candidates)
+    metadata = {**predictor.metadata(), "max_candidates": max_candidates}
+    unseen = len(predictor.domains)
+
+    @app.middleware("http")
+    async def limit_body(req: Request, call_next):  # noqa: ANN202
+        size = req.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > body_limit:
+            return JSONResponse({"detail": f"request body over {body_limit} bytes"}, status_code=413)
+        return await call_next(req)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_req: Request, err: RequestValidationError) -> JSONResponse:
+        shown = [{k: e[k] for k in ("loc", "msg", "type") if k in e} for e in err.errors()[:20]]
+        return JSONResponse({"detail": shown}, status_code=422)
+
+    @app.exception_handler(InputError)
+    async def input_error(_req: Request, err: InputError) -> JSONResponse:
+        return JSONResponse({"detail": str(err)}, status_code=422)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def get_metadata() -> dict:
+        return metadata
+
+    @app.post("/predict", response_model=PredictResponse)
+    async def predict(body: request) -> PredictResponse:  # type: ignore[valid-type]
+        encoded = predictor.encoder.transform_records(body.candidates)
+        scores = predictor.score(encoded)
+        return PredictResponse(scores=scores.tolist(), domain_seen=(encoded.domain < unseen).tolist())
+
+    return app
+
+
+def serve(
+    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, max_candidates: int = MAX_CANDIDATES
+) -> None:
+    """Run the API with uvicorn until interrupted."""
+    import uvicorn
+
+    uvicorn.run(create_app(predictor, max_candidates), host=host, port=port, log_level="warning")

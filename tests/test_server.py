@@ -1,0 +1,140 @@
+"""The HTTP API: scores in order, 422 (never 500) for bad input, unseen values scored,
+metadata, and a restarted server that gives the same scores."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from mdctr.predictor import Predictor
+from mdctr.server import create_app
+
+from .conftest import click_table
+
+
+@pytest.fixture(scope="module")
+def client(mlora_run: Path) -> TestClient:
+    return TestClient(create_app(Predictor(mlora_run), max_candidates=64), raise_server_exceptions=False)
+
+
+def rows(n: int = 20) -> list[dict]:
+    return click_table(rows=n, seed=9).drop("click").to_dicts()
+
+
+def test_predict_scores_in_order(client: TestClient, mlora_run: Path) -> None:
+    candidates = rows()
+    response = client.post("/predict", json={"candidates": candidates})
+    assert response.status_code == 200
+    body = response.json()
+    expected = Predictor(mlora_run, backend="torch").predict_records(candidates)
+    np.testing.assert_allclose(body["scores"], expected, atol=1e-5, rtol=0)
+    assert body["domain_seen"] == [True] * 20
+    reversed_ = client.post("/predict", json={"candidates": candidates[::-1]}).json()
+    np.testing.assert_allclose(reversed_["scores"], body["scores"][::-1], atol=1e-7)
+
+
+def test_extra_keys_in_a_row_are_ignored(client: TestClient) -> None:
+    candidate = dict(rows(1)[0], click=1, request_id="abc")
+    assert client.post("/predict", json={"candidates": [candidate]}).status_code == 200
+
+
+def errors_of(response: httpx.Response) -> list[tuple]:
+    assert response.status_code == 422, response.text
+    return [(tuple(e["loc"]), e["type"]) for e in response.json()["detail"]]
+
+
+def test_invalid_input_is_422_naming_the_field(client: TestClient) -> None:
+    good = rows(3)
+    missing = [good[0], {k: v for k, v in good[1].items() if k != "price"}]
+    assert errors_of(client.post("/predict", json={"candidates": missing})) == [
+        (("body", "candidates", 1, "price"), "missing")
+    ]
+    wrong = [dict(good[0], price="cheap")]
+    assert {loc for loc, _ in errors_of(client.post("/predict", json={"candidates": wrong}))} == {
+        ("body", "candidates", 0, "price", "float"),
+        ("body", "candidates", 0, "price", "int"),
+    }
+    nested = [dict(good[0], item={"id": 3})]
+    assert all(
+        loc[:4] == ("body", "candidates", 0, "item")
+        for loc, _ in errors_of(client.post("/predict", json={"candidates": nested}))
+    )
+    assert errors_of(client.post("/predict", json={"candidates": []})) == [
+        (("body", "candidates"), "too_short")
+    ]
+    assert errors_of(client.post("/predict", json={"candidates": good * 30})) == [
+        (("body", "candidates"), "too_long")
+    ]
+    assert errors_of(client.post("/predict", json=good))[0][0] == ("body",)
+    assert (
+        client.post(
+            "/predict", content=b"{not json", headers={"content-type": "application/json"}
+        ).status_code
+        == 422
+    )
+
+
+def test_oversized_body_is_refused_before_parsing(client: TestClient) -> None:
+    response = client.post(
+        "/predict", content=b" " * (64 * 8192 + 1), headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+
+
+def test_unseen_categories_and_domain_are_scored(client: TestClient) -> None:
+    candidate = dict(
+        rows(1)[0], scene="new-scene", item="never-seen", tags=["nope"], price=None, category=None
+    )
+    body = client.post("/predict", json={"candidates": [candidate]}).json()
+    assert body["domain_seen"] == [False] and 0 < body["scores"][0] < 1
+
+
+def test_health_and_metadata(client: TestClient) -> None:
+    assert client.get("/health").json() == {"status": "ok"}
+    meta = client.get("/metadata").json()
+    assert meta["domains"] == ["d0", "d1", "d2"] and meta["max_candidates"] == 64
+    assert [f["name"] for f in meta["features"]] == ["user", "item", "category", "price", "tags"]
+    assert meta["model"] == {"backbone": "dnn", "multidomain": "mlora"} and "wauc" in meta["metrics"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scores_from_a_fresh_server(run: Path, candidates: list[dict]) -> list[float]:
+    port = free_port()
+    cmd = [sys.executable, "-c", "from mdctr.cli import main; main()", "serve", str(run), "--port", str(port)]
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, server.stderr.read().decode()
+            assert time.monotonic() < deadline, "server did not start within 60 s"
+            time.sleep(0.2)
+        response = httpx.post(f"http://127.0.0.1:{port}/predict", json={"candidates": candidates}, timeout=10)
+        assert response.status_code == 200, response.text
+        return json.loads(response.text)["scores"]
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def test_restarted_server_gives_the_same_scores(mlora_run: Path) -> None:
+    candidates = rows(50)
+    assert scores_from_a_fresh_server(mlora_run, candidates) == scores_from_a_fresh_server(
+        mlora_run, candidates
+    )
