@@ -96,3 +96,50 @@ def test_label_user_and_save_load(tmp_path: Path) -> None:
     np.testing.assert_array_equal(again.transform(frame()).sparse, out.sparse)
     assert again.input_spec() == enc.input_spec()
     assert enc.input_spec().categorical == (len(enc.vocabs["item"]) + 2,)
+
+
+def test_records_match_the_table_for_every_value_type() -> None:
+    roles = Roles(
+        "click",
+        ("scene", "market"),
+        (
+            FeatureConfig(name="flag"),
+            FeatureConfig(name="size"),
+            FeatureConfig(name="code"),
+            FeatureConfig(name="price", kind="numeric", log1p=True),
+            FeatureConfig(name="words", kind="sequence", max_len=3, sep=";"),
+        ),
+    )
+    train = pl.DataFrame(
+        {
+            "scene": ["a", "b", "a", None],
+            "market": [1, 1, 2, 2],
+            "flag": [True, False, True, None],
+            "size": [1.0, 2.5, 1.0, 3.0],
+            "code": ["7", "07", "-3", "x"],
+            "price": [1.0, -2.0, None, 40.0],
+            "words": ["p;q", "7", "", "r;q;p;s"],
+            "click": [0, 1, 0, 1],
+        }
+    )
+    enc = Encoder.fit(with_domain_key(train, roles.domain), roles)
+    score = train.vstack(
+        pl.DataFrame(
+            {
+                "scene": ["zz"], "market": [1], "flag": [None], "size": [9.0], "code": ["1"],
+                "price": [float("nan")], "words": ["q;q;q;q"], "click": [0],
+            },
+            schema=train.schema,
+        )
+    )  # fmt: skip
+    by_table = enc.transform(with_domain_key(score, roles.domain))
+    records = score.to_dicts()
+    records[0]["code"] = 7  # the int finds the text "7", never "07"
+    records[2]["code"] = -3
+    by_records = enc.transform_records(records)
+    np.testing.assert_array_equal(by_records.sparse, by_table.sparse)
+    np.testing.assert_array_equal(by_records.sequences[0], by_table.sequences[0])
+    np.testing.assert_allclose(by_records.dense, by_table.dense, rtol=1e-6)
+    np.testing.assert_array_equal(by_records.domain, by_table.domain)
+    assert enc.domains == ["<null>|2", "a|1", "a|2", "b|1"]
+    assert by_table.domain.tolist() == [1, 3, 2, 0, 4]  # "zz|1" is unseen -> D

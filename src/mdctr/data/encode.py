@@ -58,6 +58,12 @@ def _text(value: object) -> str | None:
     return str(value)
 
 
+def _is_int_text(text: str) -> bool:
+    """Text that polars would produce from an integer (so the int itself may be looked up)."""
+    body = text[1:] if text.startswith("-") else text
+    return body.isascii() and body.isdigit() and str(int(text)) == text
+
+
 def _number(value: object) -> float:
     """A raw numeric value as float; None or NaN -> NaN (later replaced by the mean)."""
     if value is None:
@@ -185,8 +191,23 @@ class Encoder:
         return self.transform(with_domain_key(frame, self.roles.domain), with_label=need_label)
 
     @cached_property
-    def _lookups(self) -> dict[str, dict[str, int]]:
-        return {name: {v: i for i, v in enumerate(vocab, 2)} for name, vocab in self.vocabs.items()}
+    def _lookups(self) -> dict[str, dict[object, int]]:
+        """Value -> id per feature; keyed by the text and, for integer-like text, also by the int."""
+        lookups: dict[str, dict[object, int]] = {}
+        for name, vocab in self.vocabs.items():
+            lookup: dict[object, int] = {v: i for i, v in enumerate(vocab, 2)}
+            lookup.update({int(v): i for v, i in list(lookup.items()) if _is_int_text(v)})
+            lookups[name] = lookup
+        return lookups
+
+    def _record_ids(self, name: str, values: list[object]) -> list[int]:
+        """Ids of raw values as ``transform`` gives them (unknown or None -> OOV)."""
+        lookup = self._lookups[name]
+        ids = [lookup.get(v, 0) if v.__class__ is str or v.__class__ is int else 0 for v in values]
+        for i, found in enumerate(ids):
+            if not found:  # floats, booleans, None, unknown values: through their text
+                ids[i] = lookup.get(_text(values[i]), OOV)  # type: ignore[arg-type]
+        return ids
 
     def transform_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
         """Encode raw rows given as mappings, without polars: the low-latency path for serving.
@@ -194,15 +215,15 @@ class Encoder:
         Equal to ``transform`` on the same rows as a table; every feature and domain column
         must be a key (None = missing value).
         """
-        n, lookups, features = len(records), self._lookups, self.roles.features
+        n, features = len(records), self.roles.features
         need = [*self.roles.domain, *(f.name for f in features)]
         for i, record in enumerate(records):
-            missing = [c for c in need if c not in record]
-            if missing:
-                raise InputError(f"row {i}: feature {missing[0]!r} is missing; every row needs {need}")
-        sparse = np.array(
-            [[lookups[c].get(_text(r[c]), OOV) for c in self.categorical] for r in records], np.int64
-        ).reshape(n, len(self.categorical))
+            if not all(c in record for c in need):
+                missing = next(c for c in need if c not in record)
+                raise InputError(f"row {i}: feature {missing!r} is missing; every row needs {need}")
+        sparse = np.empty((n, len(self.categorical)), np.int64)
+        for j, c in enumerate(self.categorical):
+            sparse[:, j] = self._record_ids(c, [r[c] for r in records])
         sequences = tuple(
             self._sequence_records(records, f.name, f.sep, f.max_len)
             for f in features
@@ -217,24 +238,29 @@ class Encoder:
                 values = np.log1p(np.clip(values, 0, None))
             dense[:, j] = (np.where(np.isnan(values), mean, values) - mean) / std
         index = {d: i for i, d in enumerate(self.domains)}
-        domain = np.array(
-            [
-                index.get("|".join(_text(r[c]) or "<null>" for c in self.roles.domain), len(self.domains))
-                for r in records
-            ],
-            np.int64,
+        columns = self.roles.domain
+        keys = (
+            [_text(r[columns[0]]) or "<null>" for r in records]
+            if len(columns) == 1
+            else ["|".join(_text(r[c]) or "<null>" for c in columns) for r in records]
         )
+        domain = np.array([index.get(k, len(self.domains)) for k in keys], np.int64)
         return Encoded(sparse, sequences, dense, domain, None, None)
 
     def _sequence_records(
         self, records: Sequence[Mapping[str, object]], name: str, sep: str, max_len: int
     ) -> np.ndarray:
-        lookup, out = self._lookups[name], np.full((len(records), max_len), PAD, np.int64)
-        for i, record in enumerate(records):
+        out = np.full((len(records), max_len), PAD, np.int64)
+        counts, items = [], []
+        for record in records:
             value = record[name]
-            items = value.split(sep) if isinstance(value, str) else ([] if value is None else value)
-            for j, item in enumerate(list(items)[:max_len]):
-                out[i, j] = lookup.get(_text(item), OOV)
+            kept = (value.split(sep) if isinstance(value, str) else list(value or ()))[:max_len]
+            counts.append(len(kept))
+            items.extend(kept)
+        lengths = np.array(counts, np.int64)
+        row = np.repeat(np.arange(len(records)), lengths)
+        col = np.arange(len(items)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        out[row, col] = self._record_ids(name, items)
         return out
 
     def to_dict(self) -> dict:
