@@ -26,6 +26,7 @@ import torch
 from mdctr.config import apply_overrides, parse_experiment
 from mdctr.metrics import headline
 from mdctr.pipeline import train_experiment
+from mdctr.runs import provenance
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "multidomain-runs.jsonl"
@@ -90,13 +91,20 @@ def run_one(task: str, spec: str, seed: int, rows: int | None) -> dict:
         "best_epoch": result.state.best_epoch,
         "best_stage": result.state.best_stage,
         "threads": torch.get_num_threads(),
+        "git_commit": provenance(exp)["git_commit"],
     }
 
 
 def load_runs() -> list[dict]:
+    """Every recorded run, the first of each (task, model, seed) when two processes raced."""
     if not RUNS.is_file():
         return []
-    return [json.loads(line) for line in RUNS.read_text().splitlines() if line.strip()]
+    runs_: dict[tuple, dict] = {}
+    for line in RUNS.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            runs_.setdefault((r["task"], r["model"], r["seed"]), r)
+    return list(runs_.values())
 
 
 def summarise(all_runs: list[dict]) -> list[dict]:
@@ -229,12 +237,11 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
-    done = {(r["task"], r["model"], r["seed"]) for r in load_runs()}
     for task in [] if args.report_only else args.tasks:
         for seed in range(2024, 2024 + args.seeds):
             for spec in args.models:
-                if (task, spec, seed) in done:
-                    continue
+                if (task, spec, seed) in {(r["task"], r["model"], r["seed"]) for r in load_runs()}:
+                    continue  # read again before each run: another process may have done it
                 record = run_one(task, spec, seed, args.rows)
                 with RUNS.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
