@@ -95,3 +95,47 @@ def test_resume_refuses_a_changed_config(experiment: Experiment, tmp_path: Path)
         train_experiment(experiment, tmp_path / "cut")
     with pytest.raises(InputError, match="nothing to resume in .*fresh: no checkpoint.safetensors"):
         train_experiment(experiment, tmp_path / "fresh", resume=True)
+
+
+def separate(experiment: Experiment, **train: object) -> Experiment:
+    return experiment.model_copy(
+        update={
+            "model": experiment.model.model_copy(update={"multidomain": "separate"}),
+            "train": experiment.train.model_copy(update=train),
+        }
+    )
+
+
+def test_separate_models_stop_early_per_domain(experiment: Experiment, tmp_path: Path) -> None:
+    import numpy as np
+
+    from mdctr.data.loader import TensorData
+    from mdctr.data.table import prepare
+    from mdctr.metrics import auc
+    from mdctr.runs import load_run
+    from mdctr.train import predict
+
+    exp = separate(experiment, epochs=12, patience=2, lr=0.03)
+    result = train_experiment(exp, tmp_path / "run")
+    curves = np.array([h["valid_domain_auc"] for h in result.state.history])  # (epochs, domains)
+    run = load_run(tmp_path / "run")
+    valid = TensorData(run.encoder.transform(prepare(exp.data).valid))
+    prob, label, domain = predict(run.model, valid), valid.rows.label.numpy(), valid.rows.domain.numpy()
+    for d in range(curves.shape[1]):  # each domain's model is its own best epoch's
+        assert auc(label[domain == d], prob[domain == d]) == pytest.approx(curves[:, d].max(), abs=1e-12)
+        best = int(curves[:, d].argmax())
+        stop = best + 2  # the epoch (0-based) after which domain d froze
+        if stop < len(curves) - 1:
+            assert np.all(curves[stop:, d] == curves[stop, d]), d  # frozen: its AUC no longer moves
+    assert result.state.stopped and len(curves) < 12
+    assert len({int(curves[:, d].argmax()) for d in range(curves.shape[1])}) > 1  # domains stopped apart
+
+
+def test_separate_resume_equals_uninterrupted(experiment: Experiment, tmp_path: Path) -> None:
+    exp = separate(experiment, epochs=8, patience=1, lr=0.03)
+    whole = train_experiment(exp, tmp_path / "whole")
+    with pytest.raises(Interrupt):
+        train_experiment(exp, tmp_path / "cut", callbacks=[stop_after(3)])
+    resumed = train_experiment(exp, tmp_path / "cut", resume=True)
+    assert resumed.metrics == whole.metrics
+    assert resumed.state.domain_bad == whole.state.domain_bad

@@ -44,6 +44,8 @@ class TrainState:
     bad_epochs: int = 0
     stopped: bool = False
     history: list[dict] = field(default_factory=list)
+    domain_best: list[float] = field(default_factory=list)  # models with per-domain parts only
+    domain_bad: list[int] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -65,11 +67,27 @@ def _freeze_idle_norms(model: nn.Module) -> None:
             module.eval()
 
 
+def _domain_parts(model: nn.Module) -> dict[str, nn.Module]:
+    """A model's independent per-domain parts (``domain_parts()``, e.g. separate models), by
+    state-dict prefix; empty for models whose domains share parameters."""
+    parts = getattr(model, "domain_parts", None)
+    if parts is None:
+        return {}
+    names = {id(m): name for name, m in model.named_modules()}
+    found = {f"{names[id(m)]}.": m for m in parts()}
+    covered = {id(p) for m in found.values() for p in m.parameters()}
+    if any(id(p) not in covered for p in model.parameters()):
+        raise ValueError(f"{type(model).__name__}.domain_parts() must hold every parameter")
+    return found
+
+
 class Trainer:
     """Fits a model returning logits with binary cross-entropy (plus the model's extra loss).
 
     With a ``run_dir`` the best weights go to ``model.safetensors`` and the full state
     (weights, optimizer, RNG, progress) to ``checkpoint.safetensors`` after every epoch.
+    A model with independent per-domain parts is early-stopped per domain: each part keeps
+    its own best-validation weights and stops training after ``patience`` bad epochs.
     """
 
     def __init__(
@@ -94,6 +112,7 @@ class Trainer:
                 f"mlora); {type(model).__name__} has none, use recipe: joint"
             ) from None
         self.state = TrainState()
+        self._parts = _domain_parts(model)
         self._best: dict[str, torch.Tensor] | None = None
         self.optimizer: torch.optim.Optimizer | None = None
 
@@ -179,9 +198,10 @@ class Trainer:
             loss = F.binary_cross_entropy_with_logits(self.model(batch), batch.label)
             if extra is not None:
                 loss = loss + extra()
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
+            if loss.requires_grad:  # False when every row's domain part has stopped
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
             total += loss.item()
             steps += 1
             if steps % 50 == 0:
@@ -189,7 +209,7 @@ class Trainer:
                 bar.set_postfix(loss=f"{total / steps:.4f}", rows_per_s=f"{rate:,.0f}")
         seconds = time.perf_counter() - start
         prob = predict(self.model, valid, cfg.eval_batch_size)
-        label = valid.rows.label.numpy()
+        label, domain = valid.rows.label.numpy(), valid.rows.domain.numpy()
         record = {
             "epoch": state.epoch + 1,
             "stage": stage.name,
@@ -199,6 +219,10 @@ class Trainer:
             "samples_per_s": len(train) / seconds,
             "seconds": seconds,
         }
+        if self._parts:
+            record["valid_domain_auc"] = [
+                auc(label[domain == d], prob[domain == d]) for d in range(len(self._parts))
+            ]
         log.info(
             "epoch %d (%s): loss %.4f, valid AUC %.4f, logloss %.4f, %.0f samples/s",
             record["epoch"],
@@ -215,7 +239,9 @@ class Trainer:
         state.history.append(record)
         state.epoch += 1
         state.stage_epoch += 1
-        if record["valid_auc"] > state.best_auc:
+        if self._parts:
+            self._update_parts(record, stage)
+        elif record["valid_auc"] > state.best_auc:
             state.best_auc, state.best_epoch, state.best_stage = (
                 record["valid_auc"],
                 record["epoch"],
@@ -227,9 +253,39 @@ class Trainer:
                 save_tensors(self.run_dir / BEST, self._best)
         else:
             state.bad_epochs += 1
-        state.stopped = state.bad_epochs >= self._limits(stage)[1]
+        if not self._parts:
+            state.stopped = state.bad_epochs >= self._limits(stage)[1]
         if self.run_dir is not None:
             self._save_checkpoint()
+
+    def _update_parts(self, record: dict, stage: Stage) -> None:
+        """Per-domain early stopping: keep each part's best weights, freeze a part when its
+        domain's validation AUC has not improved for ``patience`` epochs (NaN AUC: keep the
+        latest weights, never stop on it)."""
+        state, patience = self.state, self._limits(stage)[1]
+        if not state.domain_best:
+            state.domain_best, state.domain_bad = [-math.inf] * len(self._parts), [0] * len(self._parts)
+        if self._best is None:
+            self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        weights = self.model.state_dict()
+        for d, (prefix, part) in enumerate(self._parts.items()):
+            value = record["valid_domain_auc"][d]
+            if state.domain_bad[d] >= patience:
+                continue
+            if math.isnan(value) or value > state.domain_best[d]:
+                state.domain_best[d] = value if not math.isnan(value) else state.domain_best[d]
+                state.domain_bad[d] = 0
+                self._best.update({k: v.detach().clone() for k, v in weights.items() if k.startswith(prefix)})
+                state.best_epoch, state.best_stage = record["epoch"], stage.name
+            else:
+                state.domain_bad[d] += 1
+                if state.domain_bad[d] >= patience:
+                    part.requires_grad_(False)
+        finite = [a for a in state.domain_best if math.isfinite(a)]
+        state.best_auc = sum(finite) / len(finite) if finite else state.best_auc  # mean of the domains' bests
+        state.stopped = all(bad >= patience for bad in state.domain_bad)
+        if self.run_dir is not None:
+            save_tensors(self.run_dir / BEST, self._best)
 
     def _save_checkpoint(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
@@ -259,3 +315,7 @@ class Trainer:
         torch.set_rng_state(tensors["rng.torch"])
         if self.state.best_epoch > 0:
             self._best, _ = load_tensors(self.run_dir / BEST)
+        patience = self._limits(self.stages[self.state.stage])[1]
+        for part, bad in zip(self._parts.values(), self.state.domain_bad, strict=False):
+            if bad >= patience:
+                part.requires_grad_(False)

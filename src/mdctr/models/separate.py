@@ -21,6 +21,10 @@ class Separate(nn.Module):
         self.models = nn.ModuleList(build() for _ in range(domains))
         self.routing = DomainRouting(domains)
 
+    def domain_parts(self) -> list[nn.Module]:
+        """The per-domain models: the trainer early-stops each on its own domain."""
+        return list(self.models)
+
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.routing.run(batch, self._forward)
 
