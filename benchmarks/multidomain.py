@@ -2,6 +2,7 @@
 
     python benchmarks/multidomain.py --tasks synthetic ml1m-age ml1m-gender --seeds 5
     python benchmarks/multidomain.py --tasks synthetic --models none mlora star --seeds 5
+    python benchmarks/multidomain.py --speed --tasks ml1m-age    # samples/s, idle machine
 
 A model is ``NAME[:RECIPE][@BACKBONE][+key=value...]`` (e.g. ``mlora:two_stage``,
 ``mlora@deepfm``, ``mlora+train.adapter.lr=0.0001``: ``--set``-style overrides). Every
@@ -30,6 +31,7 @@ from mdctr.runs import provenance
 
 RESULTS = Path(__file__).parent / "results"
 RUNS = RESULTS / "multidomain-runs.jsonl"
+SPEED = RESULTS / "multidomain-speed.json"
 MODELS = [
     "none",
     "separate",
@@ -56,8 +58,9 @@ def parse_model(spec: str) -> tuple[str, str, str, list[str]]:
     return name, recipe or "joint", backbone or "dnn", overrides
 
 
-def run_one(task: str, spec: str, seed: int, rows: int | None) -> dict:
+def run_one(task: str, spec: str, seed: int, rows: int | None, extra: tuple[str, ...] = ()) -> dict:
     name, recipe, backbone, overrides = parse_model(spec)
+    overrides = [*overrides, *extra]
     data = {"task": task, **({"rows": rows} if rows and task == "synthetic" else {})}
     tree = {
         "name": spec,
@@ -107,7 +110,25 @@ def load_runs() -> list[dict]:
     return list(runs_.values())
 
 
-def summarise(all_runs: list[dict]) -> list[dict]:
+def measure_speed(task: str, specs: list[str], rows: int | None) -> dict[str, float]:
+    """Training samples/s of one epoch per model, back to back in this process (run it on an
+    otherwise idle machine); the shared model runs first and last, its mean is the reference."""
+    order = ["none", *[s for s in specs if s != "none"], "none"]
+    rates: dict[str, list[float]] = {}
+    for spec in order:
+        record = run_one(task, spec, 2024, rows, extra=("train.epochs=1",))
+        rates.setdefault(spec, []).append(record["samples_per_s"])
+        print(f"{task} {spec}: {record['samples_per_s']:,.0f} samples/s", flush=True)
+    drift = rates["none"][1] / rates["none"][0]
+    print(f"{task}: shared model last/first = {drift:.3f}", flush=True)
+    return {spec: float(np.mean(v)) for spec, v in rates.items()}
+
+
+def load_speed() -> dict:
+    return json.loads(SPEED.read_text()) if SPEED.is_file() else {"tasks": {}}
+
+
+def summarise(all_runs: list[dict], speed: dict) -> list[dict]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in all_runs:
         groups.setdefault((r["task"], r["model"]), []).append(r)
@@ -128,8 +149,9 @@ def summarise(all_runs: list[dict]) -> list[dict]:
             "params": runs_[0]["params"],
             "adapter_share": runs_[0]["adapter_params"] / runs_[0]["params"],
         }
-        for key in ("auc", "logloss", "mean_auc", "wauc", "gauc", "samples_per_s"):
+        for key in ("auc", "logloss", "mean_auc", "wauc", "gauc"):
             row[f"{key}_mean"], row[f"{key}_std"] = stat(key)
+        row["samples_per_s"] = speed["tasks"].get(task, {}).get(spec)
         row["domains"] = {d: stat_domain(runs_, d) for d in runs_[0]["domains"]}
         row["best_stages"] = sorted({r["best_stage"] for r in runs_})
         if runs_[0].get("oracle"):
@@ -146,7 +168,12 @@ def summarise(all_runs: list[dict]) -> list[dict]:
             ),
             None,
         )
-        row["speed_vs_shared"] = row["samples_per_s_mean"] / base["samples_per_s_mean"] if base else None
+        shared = (
+            speed["tasks"]
+            .get(row["task"], {})
+            .get("none" if row["backbone"] == "dnn" else f"none@{row['backbone']}")
+        )
+        row["speed_vs_shared"] = row["samples_per_s"] / shared if row["samples_per_s"] and shared else None
         row["wauc_vs_shared"] = row["wauc_mean"] - base["wauc_mean"] if base else None
         row["wauc_vs_shared_in_std"] = (
             row["wauc_vs_shared"] / max(base["wauc_std"], row["wauc_std"], 1e-9) if base else None
@@ -160,13 +187,15 @@ def stat_domain(runs_: list[dict], domain: str) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def markdown(rows: list[dict], threads: int) -> str:
+def markdown(rows: list[dict], speed: dict) -> str:
     out = [
         "# Multi-domain benchmark",
         "",
-        f"Test split, mean ± std over seeds (BENCHMARKS.md settings); torch threads = {threads}; samples/s = "
-        "median training epoch, mean over seeds; `speed` = samples/s / the shared model's (`none`, same "
-        "backbone) from the same invocation; `Δ WAUC` in units of the larger std of the pair. "
+        "Test split, mean ± std over seeds (BENCHMARKS.md settings; the seeds' torch threads and git "
+        "commit are in `multidomain-runs.jsonl`). `Δ WAUC` in units of the larger std of the pair. "
+        f"samples/s: one training epoch per model back to back on an idle machine with "
+        f"{speed.get('threads', '?')} threads (`--speed`; two-stage models: the adapter stage); `speed` = "
+        "samples/s / the shared model's (`none`, same backbone) from that same run. "
         "Command: see `benchmarks/multidomain.py`.",
         "",
     ]
@@ -189,11 +218,12 @@ def markdown(rows: list[dict], threads: int) -> str:
                 if r["wauc_vs_shared"] is None
                 else f"{r['wauc_vs_shared']:+.4f} ({r['wauc_vs_shared_in_std']:+.1f})"
             )
-            speed = "" if r["speed_vs_shared"] is None else f"{r['speed_vs_shared']:.2f}×"
+            speed = "-" if r["speed_vs_shared"] is None else f"{r['speed_vs_shared']:.2f}×"
+            rate = "-" if not r["samples_per_s"] else f"{r['samples_per_s']:,.0f}"
             out.append(
                 f"| {r['model']} | {r['seeds']} | {r['wauc_mean']:.4f} ± {r['wauc_std']:.4f} | {delta} | "
                 f"{r['mean_auc_mean']:.4f} | {r['auc_mean']:.4f} | {r['gauc_mean']:.4f} | {doms} | "
-                f"{r['params']:,} | {r['adapter_share']:.1%} | {r['samples_per_s_mean']:,.0f} | {speed} | "
+                f"{r['params']:,} | {r['adapter_share']:.1%} | {rate} | {speed} | "
                 f"{', '.join(r['best_stages'])} |"
             )
         out.append("")
@@ -233,11 +263,20 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the task's 1M)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument(
+        "--speed", action="store_true", help="measure training speed (one epoch per model) instead of quality"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
-    for task in [] if args.report_only else args.tasks:
+    speed = load_speed()
+    if args.speed:
+        for task in args.tasks:
+            speed["tasks"][task] = measure_speed(task, args.models, args.rows)
+        speed["threads"] = args.threads
+        SPEED.write_text(json.dumps(speed, indent=1) + "\n")
+    for task in [] if args.report_only or args.speed else args.tasks:
         for seed in range(2024, 2024 + args.seeds):
             for spec in args.models:
                 if (task, spec, seed) in {(r["task"], r["model"], r["seed"]) for r in load_runs()}:
@@ -250,9 +289,9 @@ def main() -> None:
                     f"samples/s, best {record['best_stage']} epoch {record['best_epoch']}",
                     flush=True,
                 )
-    rows = summarise(load_runs())
+    rows = summarise(load_runs(), speed)
     (RESULTS / "multidomain.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "multidomain.md").write_text(markdown(rows, args.threads))
+    (RESULTS / "multidomain.md").write_text(markdown(rows, speed))
     plot(rows, RESULTS / "multidomain.png")
 
 
