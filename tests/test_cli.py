@@ -129,7 +129,7 @@ def test_bad_config_and_model_name(tmp_path: Path) -> None:
     )
     fails(
         ["train", str(cfg), "--set", "model.backbone=resnet"],
-        f"{cfg}: model.backbone: unknown model.backbone 'resnet'; choose one of: deepfm, dnn",
+        f"{cfg}: model.backbone: unknown model.backbone 'resnet'; choose one of: autoint, autoint_plus, dcnv2, deepfm, dnn, fgcnn, fm, hiformer, lr, wdl",
     )
     fails(["train", str(tmp_path / "none.yaml")], f"config file {tmp_path / 'none.yaml'} not found")
 

@@ -49,7 +49,8 @@ def test_unknown_backbone_lists_the_choices(tmp_path: Path) -> None:
     with pytest.raises(InputError) as err:
         load_experiment(path)
     assert (
-        str(err.value) == f"{path}: model.backbone: unknown model.backbone 'dnnn'; choose one of: deepfm, dnn"
+        str(err.value)
+        == f"{path}: model.backbone: unknown model.backbone 'dnnn'; choose one of: autoint, autoint_plus, dcnv2, deepfm, dnn, fgcnn, fm, hiformer, lr, wdl"
     )
 
 

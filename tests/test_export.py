@@ -6,7 +6,8 @@ import torch
 
 from mdctr.config import ModelConfig
 from mdctr.export import ExportError, export_model, random_rows, session
-from mdctr.registry import MULTIDOMAIN, build_model
+from mdctr.nn.lora import lora_layers
+from mdctr.registry import BACKBONES, MULTIDOMAIN, build_model
 
 from .models.test_family import CFG, SPEC, model_for
 
@@ -41,13 +42,24 @@ def test_onnx_equals_eager_for_every_family(name: str) -> None:
         np.testing.assert_allclose(onnx_scores(exported.model, rows), eager(model, rows), atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("name", ["none", "mlora"])
-def test_deepfm_backbone_exports(name: str) -> None:
-    torch.manual_seed(0)
-    model = build_model(SPEC, ModelConfig(backbone="deepfm", multidomain=name, **CFG))
+@pytest.mark.parametrize("backbone", sorted(BACKBONES))
+def test_every_backbone_exports_plain_and_with_mlora(backbone: str) -> None:
+    targets = {
+        "autoint": ("*attention.*.query",),
+        "hiformer": ("*layers.*.key_up",),
+        "lr": None,
+        "fm": None,
+    }.get(backbone, ("*mlp.layers.*.linear",))
     rows = random_rows(SPEC, MAX_LEN, 50, seed=4)
-    exported = export_model(model, SPEC, ["tags"], MAX_LEN)
-    np.testing.assert_allclose(onnx_scores(exported.model, rows), eager(model, rows), atol=1e-5, rtol=0)
+    for name in ("none", "mlora") if targets else ("none",):
+        torch.manual_seed(0)
+        extra = {"lora": {"targets": targets, "reduce": 4}} if name == "mlora" else {}
+        model = build_model(SPEC, ModelConfig(backbone=backbone, multidomain=name, **{**CFG, **extra}))
+        with torch.no_grad():  # adapters start at zero; make them matter
+            for layer in lora_layers(model):
+                layer.lora_B.normal_(0, 0.2)
+        exported = export_model(model, SPEC, ["tags"], MAX_LEN)
+        np.testing.assert_allclose(onnx_scores(exported.model, rows), eager(model, rows), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("name", ["mlora", "star", "modula_res"])

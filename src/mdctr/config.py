@@ -93,6 +93,46 @@ class LoRAConfig(_Frozen):
     targets: tuple[str, ...] = Field(("*mlp.layers.*.linear",), min_length=1)
 
 
+class CrossConfig(_Frozen):
+    """DCNv2's cross network: ``layers`` cross layers, full rank or a mixture of low-rank experts."""
+
+    layers: int = Field(3, ge=1)
+    structure: Literal["stacked", "parallel"] = Field(
+        "parallel", description="stacked: cross then MLP; parallel: cross and MLP side by side"
+    )
+    rank: int | None = Field(
+        None, ge=1, description="low-rank cross layers (DCN-Mix) of this rank; None = full"
+    )
+    experts: int = Field(1, ge=1, description="low-rank experts mixed by a gate (with rank)")
+
+
+class AttentionConfig(_Frozen):
+    """AutoInt's interacting layers: multi-head self-attention over the field embeddings."""
+
+    layers: int = Field(3, ge=1)
+    heads: int = Field(2, ge=1)
+    dim: int = Field(16, ge=1, description="attention size per head")
+    residual: bool = True
+    rank: int = Field(32, ge=1, description="hiformer: rank of the composite key/value projections")
+
+
+class FGCNNConfig(_Frozen):
+    """FGCNN's feature generation: per conv layer its channels, kernel height, pooling and new fields."""
+
+    channels: tuple[int, ...] = (14, 16, 18, 20)
+    kernel_heights: tuple[int, ...] = (7, 7, 7, 7)
+    pooling: tuple[int, ...] = (2, 2, 2, 2)
+    recombined: tuple[int, ...] = (3, 3, 3, 3)
+
+    @model_validator(mode="after")
+    def _same_lengths(self) -> FGCNNConfig:
+        if not len(self.channels) == len(self.kernel_heights) == len(self.pooling) == len(self.recombined):
+            raise ValueError(
+                "model.fgcnn: channels, kernel_heights, pooling and recombined need one entry per layer"
+            )
+        return self
+
+
 class ModelConfig(_Frozen):
     """The network: a backbone, an optional multi-domain method and their sizes."""
 
@@ -106,6 +146,9 @@ class ModelConfig(_Frozen):
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
     lora: LoRAConfig = LoRAConfig()
+    cross: CrossConfig = CrossConfig()
+    attention: AttentionConfig = AttentionConfig()
+    fgcnn: FGCNNConfig = FGCNNConfig()
     experts: int = Field(4, ge=1, description="mmoe (and dadnn's mmoe bottom): number of experts")
     shared_experts: int = Field(2, ge=1, description="ple: shared experts per level")
     domain_experts: int = Field(1, ge=1, description="ple: experts per domain per level")

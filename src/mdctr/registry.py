@@ -7,9 +7,14 @@ from collections.abc import Callable
 from torch import nn
 
 from mdctr.config import ModelConfig
+from mdctr.models.autoint import AutoInt, autoint_plus
 from mdctr.models.dadnn import DADNN
+from mdctr.models.dcnv2 import DCNv2
 from mdctr.models.deepfm import DeepFM
 from mdctr.models.dnn import DNN
+from mdctr.models.fgcnn import FGCNN
+from mdctr.models.hiformer import Hiformer
+from mdctr.models.linear import FM, LR, WideDeep
 from mdctr.models.mlora import MLoRA
 from mdctr.models.mmoe import MMoE
 from mdctr.models.modula import MoDULA
@@ -23,8 +28,16 @@ from mdctr.nn.embedding import InputSpec
 Builder = Callable[[InputSpec, ModelConfig], nn.Module]
 
 BACKBONES: dict[str, Builder] = {
+    "lr": LR,
+    "fm": FM,
     "dnn": DNN,
+    "wdl": WideDeep,
     "deepfm": DeepFM,
+    "dcnv2": DCNv2,
+    "autoint": AutoInt,
+    "autoint_plus": autoint_plus,
+    "fgcnn": FGCNN,
+    "hiformer": Hiformer,
 }
 
 

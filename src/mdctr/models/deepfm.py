@@ -7,6 +7,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.linear import FirstOrder
 from mdctr.nn.embedding import FieldEmbedding, InputSpec
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import mlp_from_config
@@ -20,14 +21,12 @@ class DeepFM(nn.Module):
         self.embedding = FieldEmbedding(
             spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
         )
-        self.linear = FieldEmbedding(spec, 1, cfg.embedding_init_std, cfg.domain_as_feature)
-        self.bias = nn.Parameter(torch.zeros(1))
+        self.first_order = FirstOrder(spec, cfg)
         self.fm = FactorizationMachine()
         self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
         self.head = nn.Linear(self.mlp.out_features, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         fields = self.embedding(batch)
-        first_order = self.linear(batch).sum(dim=(1, 2))
         deep = self.head(self.mlp(fields.flatten(1))).squeeze(-1)
-        return self.bias + first_order + self.fm(fields) + deep
+        return self.first_order(batch) + self.fm(fields) + deep

@@ -31,7 +31,7 @@ class ModulaLinear(DomainLoRALinear):
         with torch.no_grad():
             self.universal_A.uniform_(-bound, bound)
 
-    forward = DomainLinear.forward
+    forward_segments = DomainLinear.forward_segments
     forward_traceable = DomainLinear.forward_traceable
 
     def domain_weights(self) -> torch.Tensor:

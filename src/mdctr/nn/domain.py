@@ -122,12 +122,30 @@ class DomainLinear(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, in), or (B, ..., in) where every position of row b belongs to b's domain
+        (e.g. the fields of an attention layer)."""
         routing = self.routing
         if not routing.enabled or routing.domain is None:
             return self.base_layer(x)
+        if x.dim() == 2:
+            return self._rows(x, 1)
+        inner = x[0].numel() // x.shape[-1]
+        return self._rows(x.reshape(-1, x.shape[-1]), inner).view(*x.shape[:-1], -1)
+
+    def _rows(self, x: torch.Tensor, inner: int) -> torch.Tensor:
+        """x (B * inner, in): ``inner`` consecutive rows per batch row."""
+        routing = self.routing
         if routing.segments is None:
-            return self.forward_traceable(x, routing.domain)
-        return SegmentLinear.apply(x, self.domain_weights(), self.domain_biases(), routing.segments)
+            domain = routing.domain if inner == 1 else routing.domain.repeat_interleave(inner)
+            return self.forward_traceable(x, domain)
+        segments = (
+            routing.segments if inner == 1 else [(d, a * inner, b * inner) for d, a, b in routing.segments]
+        )
+        return self.forward_segments(x, segments)
+
+    def forward_segments(self, x: torch.Tensor, segments: list[tuple[int, int, int]]) -> torch.Tensor:
+        """The domain-sorted path: one matmul per segment with that domain's merged weight."""
+        return SegmentLinear.apply(x, self.domain_weights(), self.domain_biases(), segments)
 
     def forward_traceable(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """Same result without sorting: every domain's output, masked to its rows."""

@@ -107,14 +107,11 @@ class DomainLoRALinear(DomainLinear):
         )
         return torch.cat([shared + self.lora_bias, shared.unsqueeze(0)])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        routing = self.routing
-        if routing.enabled and routing.segments is not None:
-            base = self.base_layer
-            return SegmentLoRA.apply(
-                x, base.weight, base.bias, self.lora_A, self.lora_B, self.lora_bias, routing.segments
-            )
-        return super().forward(x)
+    def forward_segments(self, x: torch.Tensor, segments: list[tuple[int, int, int]]) -> torch.Tensor:
+        base = self.base_layer
+        return SegmentLoRA.apply(
+            x, base.weight, base.bias, self.lora_A, self.lora_B, self.lora_bias, segments
+        )
 
     def forward_traceable(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:
         """Low-rank masked path: ``x [A_1..A_D]`` (B, D*r), keep the row's block, times stacked B."""

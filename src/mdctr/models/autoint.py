@@ -1,0 +1,44 @@
+"""AutoInt (Song et al., CIKM 2019): self-attentive interacting layers over the field
+embeddings; AutoInt+ adds an MLP over the same embeddings and sums the two logits."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.interaction import InteractingLayer
+from mdctr.nn.mlp import mlp_from_config
+
+
+class AutoInt(nn.Module):
+    """fields (B, F, dim) -> interacting layers -> flatten -> Linear (+ MLP(flat fields) -> Linear)."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, with_mlp: bool = False) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(
+            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
+        )
+        a, fields = cfg.attention, self.embedding.num_fields
+        dims = [cfg.embedding_dim] + [a.heads * a.dim] * a.layers
+        self.attention = nn.ModuleList(InteractingLayer(d, a.dim, a.heads, a.residual) for d in dims[:-1])
+        self.attention_head = nn.Linear(fields * dims[-1], 1)
+        self.mlp = mlp_from_config(fields * cfg.embedding_dim, cfg) if with_mlp else None
+        self.head = nn.Linear(self.mlp.out_features, 1) if self.mlp is not None else None
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = self.embedding(batch)
+        x = fields
+        for layer in self.attention:
+            x = layer(x)
+        logit = self.attention_head(x.flatten(1)).squeeze(-1)
+        if self.mlp is not None:
+            logit = logit + self.head(self.mlp(fields.flatten(1))).squeeze(-1)
+        return logit
+
+
+def autoint_plus(spec: InputSpec, cfg: ModelConfig) -> AutoInt:
+    """AutoInt+: interacting layers and an MLP, logits summed."""
+    return AutoInt(spec, cfg, with_mlp=True)

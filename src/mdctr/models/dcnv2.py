@@ -1,0 +1,34 @@
+"""DCNv2 (Wang et al., WWW 2021): an explicit cross network and an MLP, stacked or in parallel."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.interaction import CrossNetwork
+from mdctr.nn.mlp import mlp_from_config
+
+
+class DCNv2(nn.Module):
+    """flat embeddings x0 -> stacked: MLP(cross(x0)); parallel: [cross(x0), MLP(x0)] -> Linear -> logits."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(
+            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
+        )
+        width = self.embedding.num_fields * cfg.embedding_dim
+        c = cfg.cross
+        self.cross = CrossNetwork(width, c.layers, c.rank, c.experts)
+        self.parallel = c.structure == "parallel"
+        self.mlp = mlp_from_config(width, cfg)
+        self.head = nn.Linear(self.mlp.out_features + (width if self.parallel else 0), 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        x0 = self.embedding(batch).flatten(1)
+        crossed = self.cross(x0)
+        out = torch.cat([crossed, self.mlp(x0)], 1) if self.parallel else self.mlp(crossed)
+        return self.head(out).squeeze(-1)

@@ -1,0 +1,67 @@
+"""FGCNN (Liu et al., WWW 2019): a CNN generates new feature fields from the embedding matrix,
+and an IPNN-style classifier (pairwise inner products + MLP) reads raw and new fields together."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from mdctr.config import ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.interaction import PairwiseInnerProduct
+from mdctr.nn.mlp import mlp_from_config
+
+
+class FeatureGeneration(nn.Module):
+    """Per layer: conv (kernel h x 1 over fields, tanh) -> max-pool over fields -> a dense
+    recombination into ``recombined`` new fields of the embedding size. (B, F, dim) -> (B, F_new, dim)."""
+
+    def __init__(self, fields: int, dim: int, channels, heights, pooling, recombined) -> None:  # noqa: ANN001
+        super().__init__()
+        self.convs, self.recombine = nn.ModuleList(), nn.ModuleList()
+        previous, height = 1, fields
+        for c, h, p, r in zip(channels, heights, pooling, recombined, strict=True):
+            self.convs.append(
+                nn.Sequential(
+                    nn.Conv2d(previous, c, (h, 1), padding=(h // 2, 0)),
+                    nn.Tanh(),
+                    nn.MaxPool2d((p, 1), ceil_mode=True),
+                )
+            )
+            height = math.ceil((height + 2 * (h // 2) - h + 1) / p)
+            self.recombine.append(nn.Sequential(nn.Linear(c * height * dim, r * dim), nn.Tanh()))
+            previous = c
+        self.dim, self.new_fields = dim, sum(recombined)
+
+    def forward(self, fields: torch.Tensor) -> torch.Tensor:
+        x, new = fields.unsqueeze(1), []
+        for conv, recombine in zip(self.convs, self.recombine, strict=True):
+            x = conv(x)
+            new.append(recombine(x.flatten(1)).view(fields.shape[0], -1, self.dim))
+        return torch.cat(new, 1)
+
+
+class FGCNN(nn.Module):
+    """fields -> [fields, generated fields] -> [flat, inner products of all pairs] -> MLP -> logit."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(
+            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
+        )
+        fields, g = self.embedding.num_fields, cfg.fgcnn
+        self.generate = FeatureGeneration(
+            fields, cfg.embedding_dim, g.channels, g.kernel_heights, g.pooling, g.recombined
+        )
+        total = fields + self.generate.new_fields
+        self.inner = PairwiseInnerProduct(total)
+        self.mlp = mlp_from_config(total * cfg.embedding_dim + self.inner.out_features, cfg)
+        self.head = nn.Linear(self.mlp.out_features, 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = self.embedding(batch)
+        every = torch.cat([fields, self.generate(fields)], 1)
+        return self.head(self.mlp(torch.cat([every.flatten(1), self.inner(every)], 1))).squeeze(-1)

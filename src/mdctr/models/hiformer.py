@@ -1,0 +1,74 @@
+"""Hiformer (Gui et al., 2023): heterogeneous self-attention for feature interactions.
+
+Every field (and a learned task token) has its own query projection; keys and values are
+*composite*: projected from the concatenation of all field embeddings, through a low-rank
+factorisation (``attention.rank``) that keeps serving cheap. The last layer computes only the
+task token's output (the pruning the paper uses for serving), which feeds the logit.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.config import AttentionConfig, ModelConfig
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
+
+
+class HiformerLayer(nn.Module):
+    """(B, T, d) tokens -> (B, T, d), or (B, 1, d) for the task token only (``last``)."""
+
+    def __init__(self, tokens: int, d: int, cfg: AttentionConfig, last: bool) -> None:
+        super().__init__()
+        self.heads, self.dim, self.last = cfg.heads, cfg.dim, last
+        width = cfg.heads * cfg.dim
+        self.query = nn.Parameter(torch.empty(1 if last else tokens, d, width))  # one projection per token
+        self.key_down = nn.Linear(tokens * d, cfg.rank, bias=False)  # composite, low rank
+        self.key_up = nn.Linear(cfg.rank, tokens * width, bias=False)
+        self.value_down = nn.Linear(tokens * d, cfg.rank, bias=False)
+        self.value_up = nn.Linear(cfg.rank, tokens * width, bias=False)
+        self.out = nn.Linear(width, d)
+        self.norm = nn.LayerNorm(d)
+        self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
+        self.ffn_norm = nn.LayerNorm(d)
+        nn.init.xavier_uniform_(self.query)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        b, t, _ = tokens.shape
+        flat = tokens.flatten(1)
+        queries = tokens[:, :1] if self.last else tokens  # the task token is token 0
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (B, T', H*dk) -> (B, H, T', dk)
+            return x.view(b, x.shape[1], self.heads, self.dim).transpose(1, 2)
+
+        q = heads(torch.einsum("btd,tdw->btw", queries, self.query))
+        k = heads(self.key_up(self.key_down(flat)).view(b, t, -1))
+        v = heads(self.value_up(self.value_down(flat)).view(b, t, -1))
+        attended = torch.softmax(q @ k.transpose(-1, -2) / self.dim**0.5, -1) @ v
+        x = self.norm(queries + self.out(attended.transpose(1, 2).reshape(b, queries.shape[1], -1)))
+        return self.ffn_norm(x + self.ffn(x))
+
+
+class Hiformer(nn.Module):
+    """[task token, fields] -> Hiformer layers -> the task token's vector -> Linear -> logit."""
+
+    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.embedding = FieldEmbedding(
+            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
+        )
+        tokens, d, a = self.embedding.num_fields + 1, cfg.embedding_dim, cfg.attention
+        self.task_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.layers = nn.ModuleList(
+            HiformerLayer(tokens, d, a, last=i == a.layers - 1) for i in range(a.layers)
+        )
+        self.head = nn.Linear(d, 1)
+        nn.init.normal_(self.task_token, std=0.02)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = self.embedding(batch)
+        x = torch.cat([self.task_token.expand(fields.shape[0], -1, -1), fields], 1)
+        for layer in self.layers:
+            x = layer(x)
+        return self.head(x[:, 0]).squeeze(-1)
