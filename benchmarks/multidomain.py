@@ -30,8 +30,6 @@ from mdctr.pipeline import train_experiment
 from mdctr.runs import provenance
 
 RESULTS = Path(__file__).parent / "results"
-RUNS = RESULTS / "multidomain-runs.jsonl"
-SPEED = RESULTS / "multidomain-speed.json"
 MODELS = [
     "none",
     "separate",
@@ -98,12 +96,12 @@ def run_one(task: str, spec: str, seed: int, rows: int | None, extra: tuple[str,
     }
 
 
-def load_runs() -> list[dict]:
+def load_runs(path: Path) -> list[dict]:
     """Every recorded run, the first of each (task, model, seed) when two processes raced."""
-    if not RUNS.is_file():
+    if not path.is_file():
         return []
     runs_: dict[tuple, dict] = {}
-    for line in RUNS.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             runs_.setdefault((r["task"], r["model"], r["seed"]), r)
@@ -124,11 +122,20 @@ def measure_speed(task: str, specs: list[str], rows: int | None) -> dict[str, fl
     return {spec: float(np.mean(v)) for spec, v in rates.items()}
 
 
-def load_speed() -> dict:
-    return json.loads(SPEED.read_text()) if SPEED.is_file() else {"tasks": {}}
+def load_speed(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {"tasks": {}}
 
 
-def summarise(all_runs: list[dict], speed: dict) -> list[dict]:
+def shared_rate(rates: dict[str, float], backbone: str) -> float | None:
+    """samples/s of the plain shared model (``none``, no overrides) of ``backbone``."""
+    for spec, rate in rates.items():
+        name, recipe, spec_backbone, overrides = parse_model(spec)
+        if (name, recipe, spec_backbone, overrides) == ("none", "joint", backbone, []):
+            return rate
+    return None
+
+
+def summarise(all_runs: list[dict], speed: dict, models: tuple[str, ...] = tuple(MODELS)) -> list[dict]:
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in all_runs:
         groups.setdefault((r["task"], r["model"]), []).append(r)
@@ -168,17 +175,13 @@ def summarise(all_runs: list[dict], speed: dict) -> list[dict]:
             ),
             None,
         )
-        shared = (
-            speed["tasks"]
-            .get(row["task"], {})
-            .get("none" if row["backbone"] == "dnn" else f"none@{row['backbone']}")
-        )
+        shared = shared_rate(speed["tasks"].get(row["task"], {}), row["backbone"])
         row["speed_vs_shared"] = row["samples_per_s"] / shared if row["samples_per_s"] and shared else None
         row["wauc_vs_shared"] = row["wauc_mean"] - base["wauc_mean"] if base else None
         row["wauc_vs_shared_in_std"] = (
             row["wauc_vs_shared"] / max(base["wauc_std"], row["wauc_std"], 1e-9) if base else None
         )
-    order = {m: i for i, m in enumerate(MODELS)}
+    order = {m: i for i, m in enumerate(models)}
     return sorted(rows, key=lambda r: (r["task"], order.get(r["model"], 99), r["model"]))
 
 
@@ -187,16 +190,16 @@ def stat_domain(runs_: list[dict], domain: str) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
-def markdown(rows: list[dict], speed: dict) -> str:
+def markdown(rows: list[dict], speed: dict, name: str = "multidomain") -> str:
     out = [
-        "# Multi-domain benchmark",
+        f"# {name.capitalize()} benchmark",
         "",
         "Test split, mean ± std over seeds (BENCHMARKS.md settings; the seeds' torch threads and git "
-        "commit are in `multidomain-runs.jsonl`). `Δ WAUC` in units of the larger std of the pair. "
+        f"commit are in `{name}-runs.jsonl`). `Δ WAUC` in units of the larger std of the pair. "
         f"samples/s: one training epoch per model back to back on an idle machine with "
         f"{speed.get('threads', '?')} threads (`--speed`; two-stage models: the adapter stage); `speed` = "
         "samples/s / the shared model's (`none`, same backbone) from that same run. "
-        "Command: see `benchmarks/multidomain.py`.",
+        f"Command: see `benchmarks/{name}.py`.",
         "",
     ]
     for task in dict.fromkeys(r["task"] for r in rows):
@@ -253,13 +256,18 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tasks", nargs="+", default=["synthetic", "ml1m-age", "ml1m-gender"])
-    parser.add_argument("--models", nargs="+", default=MODELS)
-    parser.add_argument("--seeds", type=int, default=5)
+def main(
+    name: str = "multidomain",
+    tasks: tuple[str, ...] = ("synthetic", "ml1m-age", "ml1m-gender"),
+    models: tuple[str, ...] = tuple(MODELS),
+    seeds: int = 5,
+    doc: str | None = __doc__,
+) -> None:
+    """Fill ``results/<name>-runs.jsonl`` and write ``<name>.md`` / ``.json`` / ``.png``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tasks", nargs="+", default=list(tasks))
+    parser.add_argument("--models", nargs="+", default=list(models))
+    parser.add_argument("--seeds", type=int, default=seeds)
     parser.add_argument("--rows", type=int, default=None, help="synthetic rows (default: the task's 1M)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--report-only", action="store_true")
@@ -270,29 +278,30 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(exist_ok=True)
-    speed = load_speed()
+    runs_path, speed_path = RESULTS / f"{name}-runs.jsonl", RESULTS / f"{name}-speed.json"
+    speed = load_speed(speed_path)
     if args.speed:
         for task in args.tasks:
             speed["tasks"][task] = measure_speed(task, args.models, args.rows)
         speed["threads"] = args.threads
-        SPEED.write_text(json.dumps(speed, indent=1) + "\n")
+        speed_path.write_text(json.dumps(speed, indent=1) + "\n")
     for task in [] if args.report_only or args.speed else args.tasks:
         for seed in range(2024, 2024 + args.seeds):
             for spec in args.models:
-                if (task, spec, seed) in {(r["task"], r["model"], r["seed"]) for r in load_runs()}:
+                if (task, spec, seed) in {(r["task"], r["model"], r["seed"]) for r in load_runs(runs_path)}:
                     continue  # read again before each run: another process may have done it
                 record = run_one(task, spec, seed, args.rows)
-                with RUNS.open("a") as fh:
+                with runs_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")
                 print(
                     f"{task} {spec} seed {seed}: WAUC {record['wauc']:.4f}, {record['samples_per_s']:,.0f} "
                     f"samples/s, best {record['best_stage']} epoch {record['best_epoch']}",
                     flush=True,
                 )
-    rows = summarise(load_runs(), speed)
-    (RESULTS / "multidomain.json").write_text(json.dumps(rows, indent=1) + "\n")
-    (RESULTS / "multidomain.md").write_text(markdown(rows, speed))
-    plot(rows, RESULTS / "multidomain.png")
+    rows = summarise(load_runs(runs_path), speed, models)
+    (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (RESULTS / f"{name}.md").write_text(markdown(rows, speed, name))
+    plot(rows, RESULTS / f"{name}.png")
 
 
 if __name__ == "__main__":
