@@ -25,6 +25,8 @@ app = typer.Typer(
 )
 data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data.")
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(no_args_is_help=True, help="Rank and select features.")
+app.add_typer(features_app, name="features")
 console = Console()
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -66,6 +68,44 @@ def data_fetch(
     _setup()
     path = movielens.fetch(name, from_path=from_path, force=force)
     console.print(f"{name}: {path}")
+
+
+@features_app.command("rank")
+@user_errors
+def features_rank(
+    config: Annotated[Path, typer.Argument(help="experiment YAML file (its data section is used)")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
+    out: Annotated[Path | None, typer.Option(help="ranking JSON; default <name>-features.json")] = None,
+    permutations: Annotated[int, typer.Option(min=1, help="label shuffles for the chance level")] = 3,
+) -> None:
+    """Rank the features of the training split by mutual information with the label, corrected
+    for cardinality (OutRank), with each feature's most redundant partner."""
+    from rich.table import Table
+
+    from mdctr.config import load_experiment
+    from mdctr.data.table import prepare
+    from mdctr.features import rank_features
+    from mdctr.runs import write_json
+
+    experiment = load_experiment(config, tuple(set_ or ()))
+    _setup(experiment.train.threads)
+    data = prepare(experiment.data)
+    ranking = rank_features(data.train, data.roles, permutations=permutations)
+    table = Table(title=f"{experiment.name}: features by noise-corrected MI ({ranking.rows:,} training rows)")
+    for column in ("rank", "feature", "kind", "values", "MI", "chance MI", "score", "most redundant with"):
+        table.add_column(
+            column, justify="left" if column in ("feature", "kind", "most redundant with") else "right"
+        )
+    for i, f in enumerate(ranking.features, 1):
+        partner, value = max(ranking.redundancy[f.name].items(), key=lambda kv: kv[1], default=("-", 0.0))
+        table.add_row(
+            str(i), f.name, f.kind, f"{f.cardinality:,}", f"{f.mi:.5f}", f"{f.noise_mi:.5f}", f"{f.score:.5f}",
+            f"{partner} ({value:.2f})",
+        )  # fmt: skip
+    console.print(table)
+    target = out or Path(f"{experiment.name}-features.json")
+    write_json(target, ranking.to_dict())
+    console.print(f"ranking: {target}")
 
 
 @app.command()
