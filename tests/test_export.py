@@ -103,3 +103,14 @@ def test_parity_failure_is_loud() -> None:
         ExportError, match=r"ONNX export parity check failed: max \|onnx - torch\| = .* > 1e-05"
     ):
         export_model(DriftsWhenExported(), SPEC, ["tags"], MAX_LEN)
+
+
+@pytest.mark.parametrize(
+    "embedding", [{"kind": "hashed", "buckets": 7}, {"kind": "unified", "buckets": 13, "chunks": 2}]
+)
+def test_hashed_and_unified_embeddings_export(embedding: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model(SPEC, ModelConfig(multidomain="mlora", embedding=embedding, **CFG))
+    rows = random_rows(SPEC, MAX_LEN, 40, seed=2)
+    exported = export_model(model, SPEC, ["tags"], MAX_LEN)
+    np.testing.assert_allclose(onnx_scores(exported.model, rows), eager(model, rows), atol=1e-5, rtol=0)

@@ -93,6 +93,21 @@ class LoRAConfig(_Frozen):
     targets: tuple[str, ...] = Field(("*mlp.layers.*.linear",), min_length=1)
 
 
+class EmbeddingConfig(_Frozen):
+    """How categorical values find their vectors: one table per feature, hashed buckets per
+    feature, or one table shared by all features (Unified Embedding / feature multiplexing)."""
+
+    kind: Literal["table", "hashed", "unified"] = "table"
+    buckets: int = Field(0, ge=0, description="hashed: rows per feature; unified: rows of the shared table")
+    chunks: int = Field(1, ge=1, description="unified: chunks per feature, each from its own hash")
+
+    @model_validator(mode="after")
+    def _sizes(self) -> EmbeddingConfig:
+        if self.kind != "table" and self.buckets < 1:
+            raise ValueError(f"model.embedding.kind {self.kind!r} needs model.embedding.buckets >= 1")
+        return self
+
+
 class CrossConfig(_Frozen):
     """DCNv2's cross network: ``layers`` cross layers, full rank or a mixture of low-rank experts."""
 
@@ -145,6 +160,7 @@ class ModelConfig(_Frozen):
     input_norm: bool = Field(False, description="dnn/deepfm: batch norm over the MLP's input embeddings")
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
+    embedding: EmbeddingConfig = EmbeddingConfig()
     lora: LoRAConfig = LoRAConfig()
     cross: CrossConfig = CrossConfig()
     attention: AttentionConfig = AttentionConfig()
@@ -156,6 +172,14 @@ class ModelConfig(_Frozen):
     tower: tuple[int, ...] = Field((64,), description="per-domain tower MLP of the multi-domain models")
     bottom: Literal["mlp", "mmoe"] = Field("mlp", description="dadnn: shared bottom network")
     transfer_weight: float = Field(0.1, ge=0, description="dadnn: weight of the distillation between heads")
+
+    @model_validator(mode="after")
+    def _chunks_divide_dim(self) -> ModelConfig:
+        if self.embedding.kind == "unified" and self.embedding_dim % self.embedding.chunks:
+            raise ValueError(
+                f"model.embedding.chunks {self.embedding.chunks} must divide model.embedding_dim {self.embedding_dim}"
+            )
+        return self
 
     @field_validator("backbone", "multidomain")
     @classmethod

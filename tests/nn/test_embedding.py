@@ -63,3 +63,62 @@ def test_traceable_mean_equals_embedding_bag() -> None:
     bag = torch.nn.EmbeddingBag(12, 4, mode="mean", padding_idx=0)
     ids = torch.tensor([[3, 5, 0, 0], [0, 0, 0, 0], [1, 2, 3, 11], [0, 7, 0, 7]])
     torch.testing.assert_close(_traceable_mean(bag, ids), bag(ids), atol=1e-7, rtol=0)
+
+
+HASH_SPEC = InputSpec(categorical=(50, 70, 9), sequence=(), numeric=0, domains=2)
+
+
+def all_ids_batch() -> Batch:
+    ids = torch.stack([torch.arange(70) % size for size in HASH_SPEC.categorical], 1)
+    return Batch(ids, (), torch.zeros(70, 0), torch.zeros(70, dtype=torch.long))
+
+
+def test_unified_with_one_chunk_and_no_collisions_equals_plain_tables() -> None:
+    torch.manual_seed(0)
+    plain = FieldEmbedding(HASH_SPEC, 4, 0.1, domain_as_feature=False)
+    unified = FieldEmbedding(HASH_SPEC, 4, 0.1, domain_as_feature=False, kind="unified", buckets=10_007)
+    batch = all_ids_batch()
+    rows = unified.hash(batch.sparse)[..., 0]  # (B, F)
+    pairs = {(f, int(i)) for f in range(3) for i in batch.sparse[:, f]}
+    hashed = {
+        (f, int(i)): int(r) for f in range(3) for i, r in zip(batch.sparse[:, f], rows[:, f], strict=True)
+    }
+    assert len(set(hashed.values())) == len(pairs)  # no collisions among the ids used
+    with torch.no_grad():
+        for (f, i), r in hashed.items():
+            unified.categorical.weight[r] = plain.categorical.weight[plain.offsets[f] + i]
+    torch.testing.assert_close(unified(batch), plain(batch), atol=0, rtol=0)
+
+
+def test_hashed_rows_stay_in_their_features_range() -> None:
+    emb = FieldEmbedding(HASH_SPEC, 4, kind="hashed", buckets=16, domain_as_feature=False)
+    rows = emb.hash(all_ids_batch().sparse)[..., 0]
+    for f in range(3):
+        assert rows[:, f].min() >= 16 * f and rows[:, f].max() < 16 * (f + 1)
+    assert emb.categorical.weight.shape == (48, 4)
+
+
+def test_unified_chunks_come_from_different_hashes() -> None:
+    emb = FieldEmbedding(HASH_SPEC, 8, 0.1, domain_as_feature=False, kind="unified", buckets=101, chunks=4)
+    batch = all_ids_batch()
+    rows = emb.hash(batch.sparse)  # (B, F, 4)
+    out = emb(batch)
+    torch.testing.assert_close(out[5, 1, 2:4], emb.categorical.weight[rows[5, 1, 1]])
+    assert emb.categorical.weight.shape == (101, 2)
+    assert (rows[..., 0] != rows[..., 1]).float().mean() > 0.9
+
+
+def test_hashing_is_the_same_in_another_process() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import torch; from mdctr.nn.embedding import SaltedHash; "
+        "h = SaltedHash(3, 2, 997, per_feature_rows=False); "
+        "print(h(torch.arange(300).view(100, 3)).flatten().tolist())"
+    )
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    from mdctr.nn.embedding import SaltedHash
+
+    here = SaltedHash(3, 2, 997, per_feature_rows=False)(torch.arange(300).view(100, 3)).flatten().tolist()
+    assert other.strip() == str(here)

@@ -8,7 +8,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import InteractingLayer
 from mdctr.nn.mlp import mlp_from_config
 
@@ -18,9 +18,7 @@ class AutoInt(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig, with_mlp: bool = False) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         a, fields = cfg.attention, self.embedding.num_fields
         dims = [cfg.embedding_dim] + [a.heads * a.dim] * a.layers
         self.attention = nn.ModuleList(InteractingLayer(d, a.dim, a.heads, a.residual) for d in dims[:-1])

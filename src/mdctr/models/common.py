@@ -7,7 +7,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.mlp import GroupedMLP
 
 
@@ -16,9 +16,7 @@ class FlatInput(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         self.out_features = self.embedding.num_fields * cfg.embedding_dim
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -7,7 +7,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import CrossNetwork
 from mdctr.nn.mlp import mlp_from_config
 
@@ -17,9 +17,7 @@ class DCNv2(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         width = self.embedding.num_fields * cfg.embedding_dim
         c = cfg.cross
         self.cross = CrossNetwork(width, c.layers, c.rank, c.experts)

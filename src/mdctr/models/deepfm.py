@@ -8,7 +8,7 @@ from torch import nn
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.models.linear import FirstOrder
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import mlp_from_config
 
@@ -18,9 +18,7 @@ class DeepFM(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         self.first_order = FirstOrder(spec, cfg)
         self.fm = FactorizationMachine()
         self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)

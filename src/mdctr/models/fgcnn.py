@@ -10,7 +10,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import PairwiseInnerProduct
 from mdctr.nn.mlp import mlp_from_config
 
@@ -49,9 +49,7 @@ class FGCNN(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         fields, g = self.embedding.num_fields, cfg.fgcnn
         self.generate = FeatureGeneration(
             fields, cfg.embedding_dim, g.channels, g.kernel_heights, g.pooling, g.recombined

@@ -13,7 +13,7 @@ from torch import nn
 
 from mdctr.config import AttentionConfig, ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 
 
 class HiformerLayer(nn.Module):
@@ -55,9 +55,7 @@ class Hiformer(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         tokens, d, a = self.embedding.num_fields + 1, cfg.embedding_dim, cfg.attention
         self.task_token = nn.Parameter(torch.zeros(1, 1, d))
         self.layers = nn.ModuleList(

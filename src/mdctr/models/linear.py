@@ -7,7 +7,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import mlp_from_config
 
@@ -17,7 +17,7 @@ class FirstOrder(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = FieldEmbedding(spec, 1, cfg.embedding_init_std, cfg.domain_as_feature)
+        self.embedding = embedding_from_config(spec, cfg, dim=1)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -41,9 +41,7 @@ class FM(nn.Module):
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
         self.first_order = FirstOrder(spec, cfg)
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         self.fm = FactorizationMachine()
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -56,9 +54,7 @@ class WideDeep(nn.Module):
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
         self.first_order = FirstOrder(spec, cfg)
-        self.embedding = FieldEmbedding(
-            spec, cfg.embedding_dim, cfg.embedding_init_std, cfg.domain_as_feature
-        )
+        self.embedding = embedding_from_config(spec, cfg)
         self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
         self.head = nn.Linear(self.mlp.out_features, 1)
 

@@ -3,11 +3,35 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
 
+from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+
+EmbeddingKind = Literal["table", "hashed", "unified"]
+PRIME = 2_147_483_647  # 2^31 - 1: ids and multipliers below it keep every product inside int64
+
+
+class SaltedHash(nn.Module):
+    """Deterministic universal hashing of ids: ``((a * id + b) mod p) mod buckets`` with ``(a, b)``
+    fixed per feature and chunk (no Python ``hash()``: the same rows in every process; exportable
+    as Mul/Add/Mod). ids (B, F) -> rows (B, F, chunks)."""
+
+    def __init__(self, features: int, chunks: int, buckets: int, per_feature_rows: bool) -> None:
+        super().__init__()
+        salt = torch.arange(features * chunks, dtype=torch.long).view(features, chunks) + 1
+        self.register_buffer("a", (salt * 48_271 * 7_919 + 12_345) % (PRIME - 1) + 1, persistent=False)
+        self.register_buffer("b", (salt * 16_807 * 104_729 + 6_789) % PRIME, persistent=False)
+        base = torch.arange(features, dtype=torch.long).view(features, 1) * buckets
+        self.register_buffer("base", base if per_feature_rows else torch.zeros_like(base), persistent=False)
+        self.buckets = buckets
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        mixed = torch.remainder(ids.unsqueeze(-1) % PRIME * self.a + self.b, PRIME)
+        return torch.remainder(mixed, self.buckets) + self.base
 
 
 @dataclass(frozen=True)
@@ -38,14 +62,34 @@ class FieldEmbedding(nn.Module):
     """
 
     def __init__(
-        self, spec: InputSpec, dim: int, init_std: float = 1e-4, domain_as_feature: bool = True
+        self,
+        spec: InputSpec,
+        dim: int,
+        init_std: float = 1e-4,
+        domain_as_feature: bool = True,
+        kind: EmbeddingKind = "table",
+        buckets: int = 0,
+        chunks: int = 1,
     ) -> None:
         super().__init__()
-        self.dim = dim
+        self.dim, self.kind = dim, kind
         self.num_fields = spec.fields(domain_as_feature)
+        n = len(spec.categorical)
         sizes = torch.tensor((0, *spec.categorical), dtype=torch.long)
         self.register_buffer("offsets", torch.cumsum(sizes, 0)[:-1].clone(), persistent=False)
-        self.categorical = nn.Embedding(max(int(sizes.sum()), 1), dim)
+        if kind == "table":
+            self.categorical = nn.Embedding(max(int(sizes.sum()), 1), dim)
+            self.hash = None
+        else:
+            if buckets < 1:
+                raise ValueError(f"embedding kind {kind!r} needs buckets >= 1")
+            chunks = chunks if kind == "unified" else 1
+            if dim % chunks:
+                raise ValueError(f"embedding_dim {dim} is not divisible by {chunks} chunks")
+            rows = buckets * (n if kind == "hashed" else 1)
+            self.categorical = nn.Embedding(max(rows, 1), dim // chunks)
+            # feature f's chunk c has its own hash; ``hashed`` also gives each feature its own rows
+            self.hash = SaltedHash(n, chunks, buckets, per_feature_rows=kind == "hashed")
         self.sequence = nn.ModuleList(
             nn.EmbeddingBag(size, dim, mode="mean", padding_idx=0) for size in spec.sequence
         )
@@ -67,7 +111,11 @@ class FieldEmbedding(nn.Module):
     def forward(self, batch: Batch) -> torch.Tensor:
         parts = []
         if batch.sparse.shape[1]:
-            parts.append(self.categorical(batch.sparse + self.offsets))
+            if self.hash is None:
+                parts.append(self.categorical(batch.sparse + self.offsets))
+            else:
+                rows = self.hash(batch.sparse)  # (B, F, chunks)
+                parts.append(self.categorical(rows).flatten(2))
         pool = _traceable_mean if torch.compiler.is_exporting() else _bag_mean
         parts.extend(
             pool(bag, ids).unsqueeze(1) for bag, ids in zip(self.sequence, batch.sequences, strict=True)
@@ -88,3 +136,19 @@ def _traceable_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
     EmbeddingBag becomes a per-row loop."""
     mask = (ids != bag.padding_idx).unsqueeze(-1).to(bag.weight.dtype)
     return (nn.functional.embedding(ids, bag.weight) * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+def embedding_from_config(
+    spec: InputSpec, cfg: ModelConfig, dim: int | None = None, domain_as_feature: bool | None = None
+) -> FieldEmbedding:
+    """The field embedding a model config describes (``embedding_dim``, ``embedding.kind`` ...)."""
+    e = cfg.embedding
+    return FieldEmbedding(
+        spec,
+        cfg.embedding_dim if dim is None else dim,
+        cfg.embedding_init_std,
+        cfg.domain_as_feature if domain_as_feature is None else domain_as_feature,
+        e.kind,
+        e.buckets,
+        e.chunks if dim is None else 1,  # first-order weights (dim 1) are not chunked
+    )
