@@ -299,6 +299,8 @@ def main(
                     flush=True,
                 )
     rows = summarise(load_runs(runs_path), speed, models)
+    if not rows:
+        return
     (RESULTS / f"{name}.json").write_text(json.dumps(rows, indent=1) + "\n")
     (RESULTS / f"{name}.md").write_text(markdown(rows, speed, name))
     plot(rows, RESULTS / f"{name}.png")
