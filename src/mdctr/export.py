@@ -50,7 +50,7 @@ class ScoringGraph(nn.Module):
         if self.domain is None:
             domain = rest[self.sequences + 1]
         else:
-            domain = torch.full_like(dense[:, 0] if dense.shape[1] else sparse[:, 0], self.domain).long()
+            domain = sparse.new_full((sparse.shape[0],), self.domain)  # sparse is (B, 0) without categoricals
         return torch.sigmoid(self.model(Batch(sparse, sequences, dense, domain)))
 
 
@@ -134,7 +134,8 @@ def export_model(
     domain: int | None = None,
     metadata: dict[str, str] | None = None,
 ) -> Exported:
-    """Export ``model`` (optionally merged for one domain) to ONNX and check it against eager.
+    """Export ``model`` (optionally merged for one domain) to ONNX and check it against eager;
+    ``model`` is put in eval mode.
 
     Raises ExportError when ONNX Runtime differs from PyTorch by more than 1e-5 on
     ``PARITY_ROWS`` random rows (a second batch size from the one traced).
