@@ -103,6 +103,17 @@ def test_exported_file_is_used_and_checked(mlora_run: Path, tmp_path: Path) -> N
         Predictor(other, onnx_path=out)
 
 
+def test_a_file_that_is_not_onnx_is_refused(mlora_run: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(InputError, match=r"model.onnx is not an ONNX model \(.*\); export it again"):
+        Predictor(mlora_run, onnx_path=bad)
+    with pytest.raises(InputError, match=r"ONNX file .*missing.onnx not found; create it with `mdctr export"):
+        Predictor(mlora_run, onnx_path=tmp_path / "missing.onnx")
+    with pytest.raises(InputError, match=r"backend 'tf' is unknown; use 'onnx' or 'torch'"):
+        Predictor(mlora_run, backend="tf")  # type: ignore[arg-type]
+
+
 def test_export_bad_domain_is_one_line(mlora_run: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app, ["export", str(mlora_run), "--out", str(tmp_path / "m.onnx"), "--domain", "d9"]

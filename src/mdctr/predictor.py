@@ -65,7 +65,8 @@ class Predictor:
 
     ``backend="onnx"`` exports the run's full multi-domain graph in memory at load time
     (or reads ``onnx_path``, which must come from this run) and scores with ONNX Runtime
-    using ``threads`` intra-op threads; ``"torch"`` scores with the eager model.
+    using ``threads`` intra-op threads; ``"torch"`` scores with the eager model (and sets
+    torch's thread count for the process to ``threads``).
 
     Example:
         >>> p = Predictor("runs/demo-ml1m-gender")                       # doctest: +SKIP
