@@ -62,6 +62,9 @@ class DataConfig(_Frozen):
     user: str | None = Field(None, description="column whose values group rows for GAUC")
     features: tuple[FeatureConfig, ...] = ()
     split: SplitConfig = SplitConfig()
+    keep: str | None = Field(
+        None, description="selected_features.json of an OptFS search: other categorical values -> OOV"
+    )
 
     @field_validator("task")
     @classmethod
@@ -106,6 +109,16 @@ class EmbeddingConfig(_Frozen):
         if self.kind != "table" and self.buckets < 1:
             raise ValueError(f"model.embedding.kind {self.kind!r} needs model.embedding.buckets >= 1")
         return self
+
+
+class OptFSConfig(_Frozen):
+    """OptFS feature-set search: a learnable gate per categorical value, driven to 0/1 by a
+    temperature that grows each epoch (learning by continuation) under an L1 penalty."""
+
+    search: bool = False
+    l1: float = Field(1e-3, ge=0, description="weight of the mean gate value in the loss")
+    init: float = Field(0.05, description="initial gate logit (gate = sigmoid(temperature * logit))")
+    final_temperature: float = Field(100.0, ge=1, description="temperature of the last epoch (first: 1)")
 
 
 class CrossConfig(_Frozen):
@@ -161,6 +174,7 @@ class ModelConfig(_Frozen):
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
     embedding: EmbeddingConfig = EmbeddingConfig()
+    optfs: OptFSConfig = OptFSConfig()
     lora: LoRAConfig = LoRAConfig()
     cross: CrossConfig = CrossConfig()
     attention: AttentionConfig = AttentionConfig()
@@ -172,6 +186,12 @@ class ModelConfig(_Frozen):
     tower: tuple[int, ...] = Field((64,), description="per-domain tower MLP of the multi-domain models")
     bottom: Literal["mlp", "mmoe"] = Field("mlp", description="dadnn: shared bottom network")
     transfer_weight: float = Field(0.1, ge=0, description="dadnn: weight of the distillation between heads")
+
+    @model_validator(mode="after")
+    def _gates_need_tables(self) -> ModelConfig:
+        if self.optfs.search and self.embedding.kind != "table":
+            raise ValueError("model.optfs.search needs model.embedding.kind: table")
+        return self
 
     @model_validator(mode="after")
     def _chunks_divide_dim(self) -> ModelConfig:

@@ -3,6 +3,7 @@ a run, score a table with a run. The CLI is a thin shell over these."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -23,6 +24,7 @@ from mdctr.data.table import DOMAIN_KEY, prepare, read_table
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
 from mdctr.models.stages import adapter_parameters
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.registry import build_model
 from mdctr.report import markdown, plot_curves, plot_domains
 from mdctr.train import CHECKPOINT, Trainer, TrainState, predict
@@ -77,6 +79,8 @@ def train_experiment(
     start = time.perf_counter()
     data = prepare(experiment.data)
     encoder = Encoder.load(out / runs.VOCAB) if resume else Encoder.fit(data.train, data.roles)
+    if experiment.data.keep is not None and not resume:
+        encoder = encoder.restricted(read_selection(experiment.data.keep))
     encoded_test = encoder.transform(data.test)
     train, valid = (TensorData(encoder.transform(f)) for f in (data.train, data.valid))
     test, test_user = TensorData(encoded_test), encoded_test.user
@@ -116,11 +120,48 @@ def train_experiment(
         "train_samples_per_s": round(float(np.median(rates)), 1) if rates else None,
     }
     _write_results(out, experiment.name, metrics, state.history, info)
+    selection = selected_features(model, encoder)
+    if selection is not None:
+        runs.write_json(out / SELECTION, selection)
     adapters = sum(p.numel() for p in adapter_parameters(model))
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 
 
 ORACLE = "p"
+SELECTION = "selected_features.json"
+
+
+def selected_features(model: torch.nn.Module, encoder: Encoder) -> dict | None:
+    """The feature set an OptFS search kept: per categorical feature, its values whose gate ended
+    open (``{"features": {name: [values]}, "kept": {name: [kept, of]}}``); None without gates."""
+    embedding = next(
+        (m for m in model.modules() if isinstance(m, FieldEmbedding) and m.gate is not None), None
+    )
+    if embedding is None:
+        return None
+    selected = embedding.gate.selected()
+    features, kept = {}, {}
+    for f, name in enumerate(encoder.categorical):
+        start = int(embedding.offsets[f]) + 2  # rows PAD, OOV first
+        vocab = encoder.vocabs[name]
+        features[name] = [
+            v for v, on in zip(vocab, selected[start : start + len(vocab)].tolist(), strict=True) if on
+        ]
+        kept[name] = [len(features[name]), len(vocab)]
+    return {"features": features, "kept": kept}
+
+
+def read_selection(path: str | Path) -> dict[str, list[str]]:
+    """The kept values of a ``selected_features.json``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(
+            f"data.keep: {path} not found; give the selected_features.json of an OptFS search run"
+        )
+    try:
+        return {k: [str(v) for v in values] for k, values in json.loads(path.read_text())["features"].items()}
+    except (ValueError, KeyError, AttributeError, TypeError):
+        raise InputError(f"data.keep: {path} is not a selected_features.json; run a search again") from None
 
 
 def oracle_metrics(frame: pl.DataFrame, data: TensorData, domains: list[str]) -> dict:

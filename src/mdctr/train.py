@@ -183,7 +183,11 @@ class Trainer:
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         self.model.train()
         _freeze_idle_norms(self.model)
-        extra = getattr(self.model, "extra_loss", None)
+        extras = [m.extra_loss for m in self.model.modules() if hasattr(m, "extra_loss")]
+        epochs = self._limits(stage)[0]
+        for module in self.model.modules():  # continuation schedules (OptFS gate temperature)
+            if hasattr(module, "set_progress"):
+                module.set_progress(state.stage_epoch / max(epochs - 1, 1))
         total, steps = 0.0, 0
         start = time.perf_counter()
         bar = tqdm(
@@ -196,7 +200,7 @@ class Trainer:
         )
         for batch in bar:
             loss = F.binary_cross_entropy_with_logits(self.model(batch), batch.label)
-            if extra is not None:
+            for extra in extras:
                 loss = loss + extra()
             if loss.requires_grad:  # False when every row's domain part has stopped
                 self.optimizer.zero_grad(set_to_none=True)

@@ -125,6 +125,19 @@ class Encoder:
         enc.domains = sorted(frame[DOMAIN_KEY].unique().to_list())
         return enc
 
+    def restricted(self, keep: dict[str, list[str]]) -> Encoder:
+        """The same encoder with each listed categorical vocabulary cut to the kept values
+        (the others map to OOV): retraining on a selected feature set."""
+        unknown = sorted(set(keep) - set(self.categorical))
+        if unknown:
+            raise InputError(f"data.keep names {unknown}, which are not categorical features of this data")
+        kept = {name: set(values) for name, values in keep.items()}
+        vocabs = {
+            name: [v for v in vocab if v in kept[name]] if name in kept else vocab
+            for name, vocab in self.vocabs.items()
+        }
+        return Encoder(self.roles, vocabs, dict(self.scalers), list(self.domains))
+
     def _numeric(self, frame: pl.DataFrame, name: str) -> pl.Series:
         col = frame[name].cast(pl.Float64).fill_nan(None)
         feat = next(f for f in self.roles.features if f.name == name)

@@ -34,6 +34,35 @@ class SaltedHash(nn.Module):
         return torch.remainder(mixed, self.buckets) + self.base
 
 
+class FeatureGate(nn.Module):
+    """OptFS: one gate per categorical value (row of the fused table), ``sigmoid(t * logit)``.
+
+    The temperature ``t`` grows from 1 to ``final_temperature`` over training (``set_progress``),
+    so the gates end near 0 or 1; ``extra_loss`` is ``l1`` times the mean gate. A value is
+    selected when its logit ends positive.
+    """
+
+    def __init__(self, rows: int, init: float, l1: float, final_temperature: float) -> None:
+        super().__init__()
+        self.logit = nn.Parameter(torch.full((rows,), float(init)))
+        self.l1, self.final = l1, final_temperature
+        # a buffer, so the best epoch's weights come back with that epoch's temperature
+        self.register_buffer("temperature", torch.ones(()))
+
+    def set_progress(self, fraction: float) -> None:
+        """Training progress in [0, 1] -> temperature 1 ... final (geometric)."""
+        self.temperature.fill_(self.final ** min(max(fraction, 0.0), 1.0))
+
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.temperature * self.logit[rows])
+
+    def extra_loss(self) -> torch.Tensor:
+        return self.l1 * torch.sigmoid(self.temperature * self.logit).mean()
+
+    def selected(self) -> torch.Tensor:
+        return self.logit.detach() > 0
+
+
 @dataclass(frozen=True)
 class InputSpec:
     """What the model sees: table sizes per categorical and sequence feature, numeric count, domains."""
@@ -70,6 +99,7 @@ class FieldEmbedding(nn.Module):
         kind: EmbeddingKind = "table",
         buckets: int = 0,
         chunks: int = 1,
+        gate: FeatureGate | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.kind = dim, kind
@@ -93,6 +123,9 @@ class FieldEmbedding(nn.Module):
         self.sequence = nn.ModuleList(
             nn.EmbeddingBag(size, dim, mode="mean", padding_idx=0) for size in spec.sequence
         )
+        if gate is not None and kind != "table":
+            raise ValueError("OptFS gates need embedding kind 'table'")
+        self.gate = gate
         self.numeric = nn.Parameter(torch.empty(spec.numeric, dim))
         self.domain = (
             nn.Embedding(spec.domains + 1, dim, padding_idx=spec.domains) if domain_as_feature else None
@@ -112,7 +145,9 @@ class FieldEmbedding(nn.Module):
         parts = []
         if batch.sparse.shape[1]:
             if self.hash is None:
-                parts.append(self.categorical(batch.sparse + self.offsets))
+                rows = batch.sparse + self.offsets
+                vectors = self.categorical(rows)
+                parts.append(vectors if self.gate is None else vectors * self.gate(rows).unsqueeze(-1))
             else:
                 rows = self.hash(batch.sparse)  # (B, F, chunks)
                 parts.append(self.categorical(rows).flatten(2))
@@ -142,7 +177,10 @@ def embedding_from_config(
     spec: InputSpec, cfg: ModelConfig, dim: int | None = None, domain_as_feature: bool | None = None
 ) -> FieldEmbedding:
     """The field embedding a model config describes (``embedding_dim``, ``embedding.kind`` ...)."""
-    e = cfg.embedding
+    e, search = cfg.embedding, cfg.optfs
+    gate = None
+    if search.search and dim is None:  # the main embedding only; first-order weights stay ungated
+        gate = FeatureGate(max(sum(spec.categorical), 1), search.init, search.l1, search.final_temperature)
     return FieldEmbedding(
         spec,
         cfg.embedding_dim if dim is None else dim,
@@ -151,4 +189,5 @@ def embedding_from_config(
         e.kind,
         e.buckets,
         e.chunks if dim is None else 1,  # first-order weights (dim 1) are not chunked
+        gate,
     )
