@@ -17,7 +17,7 @@ class FirstOrder(nn.Module):
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
-        self.embedding = embedding_from_config(spec, cfg, dim=1)
+        self.embedding = embedding_from_config(spec, cfg, first_order=True)
         self.bias = nn.Parameter(torch.zeros(1))
 
     def forward(self, batch: Batch) -> torch.Tensor:

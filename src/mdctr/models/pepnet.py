@@ -32,7 +32,7 @@ class PEPNet(nn.Module):
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
         super().__init__()
         dim = cfg.embedding_dim
-        self.embedding = embedding_from_config(spec, cfg, dim=dim, domain_as_feature=False)
+        self.embedding = embedding_from_config(spec, cfg, domain_as_feature=False)
         fields = self.embedding.num_fields
         self.domain_embedding = nn.Embedding(spec.domains + 1, dim, padding_idx=spec.domains)
         self.epnet = GateNU(dim + fields * dim, fields)

@@ -174,20 +174,21 @@ def _traceable_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
 
 
 def embedding_from_config(
-    spec: InputSpec, cfg: ModelConfig, dim: int | None = None, domain_as_feature: bool | None = None
+    spec: InputSpec, cfg: ModelConfig, first_order: bool = False, domain_as_feature: bool | None = None
 ) -> FieldEmbedding:
-    """The field embedding a model config describes (``embedding_dim``, ``embedding.kind`` ...)."""
+    """The field embedding a model config describes (``embedding_dim``, ``embedding.kind``,
+    OptFS gates); ``first_order``: one weight per value instead (unchunked, ungated)."""
     e, search = cfg.embedding, cfg.optfs
     gate = None
-    if search.search and dim is None:  # the main embedding only; first-order weights stay ungated
+    if search.search and not first_order:
         gate = FeatureGate(max(sum(spec.categorical), 1), search.init, search.l1, search.final_temperature)
     return FieldEmbedding(
         spec,
-        cfg.embedding_dim if dim is None else dim,
+        1 if first_order else cfg.embedding_dim,
         cfg.embedding_init_std,
         cfg.domain_as_feature if domain_as_feature is None else domain_as_feature,
         e.kind,
         e.buckets,
-        e.chunks if dim is None else 1,  # first-order weights (dim 1) are not chunked
+        1 if first_order else e.chunks,
         gate,
     )
