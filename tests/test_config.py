@@ -76,3 +76,10 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
 def test_malformed_override() -> None:
     with pytest.raises(InputError, match="expected key=value"):
         apply_overrides({}, ["train.epochs"])
+
+
+def test_every_shipped_config_is_valid() -> None:
+    configs = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+    assert len(configs) >= 6
+    names = [load_experiment(path).name for path in configs]
+    assert len(set(names)) == len(names)
