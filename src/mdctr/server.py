@@ -59,13 +59,13 @@ class PredictResponse(BaseModel):
 
 def create_app(predictor: Predictor, max_candidates: int = MAX_CANDIDATES) -> FastAPI:
     """The scoring API over one loaded Predictor."""
+    metadata = {**predictor.metadata(), "max_candidates": max_candidates}
     app = FastAPI(
         title=f"mdctr: {predictor.run.experiment.name}",
-        version=predictor.metadata()["version"],
+        version=metadata["version"],
         max_body_size=max_candidates * BYTES_PER_CANDIDATE,  # 413 before the body is parsed
     )
     request = request_model(predictor.encoder, max_candidates)
-    metadata = {**predictor.metadata(), "max_candidates": max_candidates}
     unseen = len(predictor.domains)
 
     @app.exception_handler(RequestValidationError)
