@@ -19,7 +19,7 @@ from .conftest import table_config
 
 
 def mlora_experiment(table_path: Path, **train: object) -> Experiment:
-    tree = table_config(table_path, recipe="two_stage", epochs=2, **train)
+    tree = table_config(table_path, **{"recipe": "two_stage", "epochs": 2, **train})
     tree["model"].update(multidomain="mlora", lora={"reduce": 4})
     return parse_experiment(tree)
 
@@ -56,16 +56,17 @@ def test_stage_two_moves_only_the_adapters(table_path: Path) -> None:
 
 
 def test_a_useless_stage_two_falls_back_to_the_shared_model(table_path: Path) -> None:
-    exp = mlora_experiment(table_path, adapter={"epochs": 2, "lr": 1000.0})
+    exp = mlora_experiment(table_path, lr=0.01, epochs=6, adapter={"epochs": 2, "lr": 1000.0})
     model, train, valid = setup(exp)
     stage_one: list[float] = []
     trainer = Trainer(
         model, exp.train, callbacks=[lambda s: stage_one.append(s.best_auc) if s.stage == 0 else None]
     )
     state = trainer.fit(train, valid)
+    assert stage_one[-1] > 0.54  # the shared model has learned, so wrecked adapters cannot beat it
     assert state.best_stage == "shared"
-    assert [h["stage"] for h in state.history] == ["shared", "shared", "adapters", "adapters"]
-    assert max(h["valid_auc"] for h in state.history[2:]) < stage_one[-1]
+    assert [h["stage"] for h in state.history] == ["shared"] * 6 + ["adapters"] * 2
+    assert max(h["valid_auc"] for h in state.history[6:]) < stage_one[-1]
     from mdctr.metrics import auc
 
     assert auc(valid.rows.label.numpy(), predict(model, valid)) == pytest.approx(stage_one[-1], abs=1e-12)

@@ -11,7 +11,7 @@ from mdctr.data.batch import Batch
 from mdctr.models.common import FlatInput
 from mdctr.nn.domain import DomainLinear, DomainRouting
 from mdctr.nn.embedding import InputSpec
-from mdctr.nn.mlp import MLP
+from mdctr.nn.mlp import MLP, Dropout
 
 
 class StarLinear(DomainLinear):
@@ -84,7 +84,7 @@ class STAR(nn.Module):
         self.layers = nn.ModuleList(
             StarLinear(nn.Linear(a, b), self.routing) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.domain_embedding = nn.Embedding(spec.domains + 1, cfg.embedding_dim, padding_idx=spec.domains)
         self.auxiliary = MLP(width + cfg.embedding_dim, cfg.tower, cfg.dropout)
         self.auxiliary_head = nn.Linear(self.auxiliary.out_features, 1)

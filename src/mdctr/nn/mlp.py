@@ -2,10 +2,46 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
 from mdctr.config import ModelConfig
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (drop with probability ``p``, scale the rest to keep the mean).
+
+    On CPU the mask is drawn by numpy's SFC64 generator as 16-bit integers, about 4x faster
+    than torch's dropout, whose ``bernoulli_`` took a quarter of a DNN training step. Each call seeds
+    it from torch's global generator, so ``torch.manual_seed`` and a checkpointed torch RNG
+    state reproduce every mask. ``p`` is rounded to a multiple of 1/65536.
+    """
+
+    LEVELS = 1 << 16
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.threshold = min(round(p * self.LEVELS), self.LEVELS - 1)
+        self.scale = self.LEVELS / (self.LEVELS - self.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.threshold == 0:
+            return x
+        if x.device.type != "cpu":
+            return nn.functional.dropout(x, self.p, training=True)
+        seed = int(torch.randint(0, 1 << 62, ()))
+        draws = np.random.Generator(np.random.SFC64(seed)).integers(
+            0, self.LEVELS, tuple(x.shape), dtype=np.uint16
+        )
+        keep = torch.from_numpy(draws >= self.threshold)
+        return x * keep.to(x.dtype).mul_(self.scale)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class DenseBlock(nn.Module):
@@ -16,7 +52,7 @@ class DenseBlock(nn.Module):
         self.linear = nn.Linear(in_features, out_features)
         self.norm = nn.BatchNorm1d(out_features) if batch_norm else nn.Identity()
         self.act = nn.ReLU()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.act(self.norm(self.linear(x))))
@@ -71,7 +107,7 @@ class GroupedMLP(nn.Module):
             nn.Parameter(torch.empty(groups, a, b)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(groups, b)) for b in sizes[1:])
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.groups, self.out_features = groups, sizes[-1]
         for weight in self.weights:
             bound = 1 / weight.shape[1] ** 0.5
