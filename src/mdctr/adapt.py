@@ -78,8 +78,8 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
         raise InputError(f"domain {domain!r} is already in {run_dir}; adapt adds a new domain")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already holds files; choose another --out")
-    frame = read_table(data_path)
     roles = run.encoder.roles
+    frame = read_table(data_path, roles.text_columns)
     check_table(frame, roles, str(data_path))
     frame = with_domain_key(frame, roles.domain).filter(pl.col(DOMAIN_KEY) == domain)
     if frame.height < 10 or frame[roles.label].n_unique() < 2:

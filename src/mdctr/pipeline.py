@@ -199,7 +199,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> di
     if data_path is None:
         frame, where = prepare(run.experiment.data).test, "test split"
     else:
-        frame, where = read_table(data_path), str(data_path)
+        frame, where = read_table(data_path, run.encoder.roles.text_columns), str(data_path)
     prob, data, user = _score_frame(run, frame, where, need_label=True)
     metrics = evaluate(data.rows.label.numpy(), prob, data.rows.domain.numpy(), run.encoder.domains, user)
     if data_path is None and ORACLE in frame.columns:
@@ -221,7 +221,7 @@ def predict_run(run_dir: str | Path, input_path: str | Path, out: str | Path) ->
     if suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {out}: use a .parquet or .csv file name")
     run = runs.load_run(run_dir)
-    frame = read_table(input_path)
+    frame = read_table(input_path, run.encoder.roles.text_columns)
     prob, data, _ = _score_frame(run, frame, str(input_path), need_label=False)
     seen = data.rows.domain.numpy() < len(run.encoder.domains)
     if not seen.all():

@@ -113,3 +113,18 @@ def test_read_table_errors(tmp_path: Path) -> None:
     broken.write_bytes(b"not parquet at all")
     with pytest.raises(InputError, match=r"broken.parquet: cannot read it"):
         read_table(broken)
+
+
+def test_csv_id_columns_are_read_as_text_whatever_the_first_rows_look_like(tmp_path: Path) -> None:
+    rows = 12_000  # past polars' schema inference window
+    zips = ["48067"] * rows + ["07030", "55405-2546"]
+    table = pl.DataFrame({"zip": zips, "price": [1.5] * len(zips), "click": [0, 1] * (len(zips) // 2)})
+    path = tmp_path / "t.csv"
+    table.write_csv(path)
+    roles = Roles("click", ("zip",), (FeatureConfig(name="zip"), FeatureConfig(name="price", kind="numeric")))
+    assert roles.text_columns == ("zip",)
+    frame = read_table(path, roles.text_columns)
+    assert frame.schema["zip"] == pl.String and frame.schema["price"] == pl.Float64
+    assert frame["zip"].tail(2).to_list() == ["07030", "55405-2546"]
+    with pytest.raises(InputError, match=r"t.csv: cannot read it \(could not parse `55405-2546`"):
+        read_table(path)

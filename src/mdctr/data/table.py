@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,12 @@ class Roles:
         domain = (cfg.domain,) if isinstance(cfg.domain, str) else tuple(cfg.domain)
         return cls(cfg.label, domain, cfg.features, cfg.user)
 
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """Columns whose values are ids: read from CSV as text (a zip code "07030" stays itself)."""
+        ids = [f.name for f in self.features if f.kind != "numeric"]
+        return tuple(dict.fromkeys([*ids, *self.domain, *([self.user] if self.user else [])]))
+
     def to_dict(self) -> dict[str, object]:
         return {
             "label": self.label,
@@ -53,8 +60,12 @@ class Roles:
         )
 
 
-def read_table(path: str | Path) -> pl.DataFrame:
-    """Read a parquet or CSV file; a missing, unreadable or empty file is an InputError."""
+def read_table(path: str | Path, text_columns: Iterable[str] = ()) -> pl.DataFrame:
+    """Read a parquet or CSV file; a missing, unreadable or empty file is an InputError.
+
+    ``text_columns`` (those present) are read from CSV as text rather than inferred, so ids such
+    as "07030" or "55405-2546" keep their value whatever the first rows look like.
+    """
     path = Path(path)
     if not path.is_file():
         raise InputError(f"data file {path} not found; check the path")
@@ -63,7 +74,12 @@ def read_table(path: str | Path) -> pl.DataFrame:
         if suffix in (".parquet", ".pq"):
             frame = pl.read_parquet(path)
         elif suffix in (".csv", ".tsv", ".txt"):
-            frame = pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", infer_schema_length=10000)
+            frame = pl.read_csv(
+                path,
+                separator="\t" if suffix == ".tsv" else ",",
+                infer_schema_length=10000,
+                schema_overrides=dict.fromkeys(text_columns, pl.String),
+            )
         else:
             raise InputError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
     except (pl.exceptions.PolarsError, OSError) as err:
@@ -184,7 +200,7 @@ def prepare(cfg: DataConfig) -> Prepared:
         names = [cfg.task]
     else:
         names = [p for p in (cfg.path, cfg.valid_path, cfg.test_path) if p is not None]
-        frames = [read_table(p) for p in names]
+        frames = [read_table(p, roles.text_columns) for p in names]
     for frame, name in zip(frames, names, strict=True):
         check_table(frame, roles, str(name))
     frames = [with_domain_key(f, roles.domain) for f in frames]
