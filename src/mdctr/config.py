@@ -236,6 +236,11 @@ class TrainConfig(_Frozen):
     recipe: Literal["joint", "two_stage"] = "joint"
     adapter: AdapterTrainConfig = AdapterTrainConfig()
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="bf16: the training forward pass under bfloat16 autocast (matmuls in bf16); "
+        "weights, optimizer state, loss and evaluation stay float32",
+    )
 
 
 class Experiment(_Frozen):

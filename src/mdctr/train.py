@@ -198,8 +198,11 @@ class Trainer:
             leave=False,
             mininterval=0.5,
         )
+        bf16 = cfg.precision == "bf16"
         for batch in bar:
-            loss = F.binary_cross_entropy_with_logits(self.model(batch), batch.label)
+            with torch.autocast(batch.label.device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = self.model(batch)
+            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
             for extra in extras:
                 loss = loss + extra()
             if loss.requires_grad:  # False when every row's domain part has stopped

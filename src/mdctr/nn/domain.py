@@ -12,6 +12,7 @@ A second, traceable path (used when exporting) needs no sorting: it masks per do
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 from collections.abc import Callable
 
@@ -59,14 +60,37 @@ class DomainRouting:
         return torch.empty_like(out).index_copy_(0, order, out)
 
 
+def full_precision(function: Callable) -> Callable:
+    """Run an autograd Function's forward or backward with autocast off and half-precision
+    tensor arguments (an autocast layer's output) back in float32: its in-place and ``out=``
+    matmuls need one dtype."""
+
+    @functools.wraps(function)
+    def wrapper(ctx, *args):  # noqa: ANN001, ANN002, ANN202
+        args = [a.float() if isinstance(a, torch.Tensor) and a.dtype in HALF else a for a in args]
+        with torch.autocast(args_device(args), enabled=False):
+            return function(ctx, *args)
+
+    return wrapper
+
+
+HALF = (torch.bfloat16, torch.float16)
+
+
+def args_device(args: list) -> str:
+    return next(a.device.type for a in args if isinstance(a, torch.Tensor))
+
+
 class SegmentLinear(torch.autograd.Function):
     """``y[a:b] = x[a:b] @ W[d] + bias[d]`` for each segment ``(d, a, b)`` of a domain-sorted batch.
 
     Written as one autograd function so that neither direction concatenates or zero-fills
-    per domain: outputs and input gradients are written in place into row slices.
+    per domain: outputs and input gradients are written in place into row slices. Under
+    autocast it runs in the weights' precision (``full_precision``).
     """
 
     @staticmethod
+    @full_precision
     def forward(
         ctx,
         x: torch.Tensor,
@@ -82,6 +106,7 @@ class SegmentLinear(torch.autograd.Function):
         return out
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad: torch.Tensor):  # noqa: ANN205
         x, weights = ctx.saved_tensors
         grad = grad.contiguous()

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from mdctr.nn.domain import DomainLinear, DomainRouting, replace_modules
+from mdctr.nn.domain import DomainLinear, DomainRouting, full_precision, replace_modules
 
 
 def lora_rank(units: int, reduce: int) -> int:
@@ -31,6 +31,7 @@ class SegmentLoRA(torch.autograd.Function):
     """
 
     @staticmethod
+    @full_precision
     def forward(ctx, x, weight, bias, lora_a, lora_b, lora_bias, segments):  # noqa: ANN001, ANN205
         out = torch.addmm(bias, x, weight.T) if bias is not None else x @ weight.T
         low = x.new_empty(x.shape[0], lora_a.shape[-1])
@@ -44,6 +45,7 @@ class SegmentLoRA(torch.autograd.Function):
         return out
 
     @staticmethod
+    @full_precision
     def backward(ctx, grad):  # noqa: ANN001, ANN205
         x, weight, lora_a, lora_b, low = ctx.saved_tensors
         grad = grad.contiguous()
