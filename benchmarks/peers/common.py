@@ -2,7 +2,7 @@
 loop with early stopping (for peers whose own fit has none we can use), and the result record.
 
 Imported by scripts that run inside each peer's own virtual environment, so it needs only
-the standard library, numpy and scikit-learn (every peer installs those).
+the standard library, numpy, scikit-learn and torch (every peer installs those).
 """
 
 from __future__ import annotations
@@ -16,11 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 # BENCHMARKS.md: Adam, lr 1e-3, batch 1024, DNN [256, 128, 64], dropout 0.2, early stopping
 # on validation AUC with patience 2, at most 10 epochs, best weights restored; embedding dim 16.
-LR, BATCH, HIDDEN, DROPOUT, PATIENCE, EPOCHS, EMBEDDING_DIM = 1e-3, 1024, (256, 128, 64), 0.2, 2, 10, 16
+LR, BATCH, HIDDEN, DROPOUT, PATIENCE, EPOCHS, EMBEDDING_DIM = (
+    1e-3,
+    1024,
+    (256, 128, 64),
+    0.2,
+    2,
+    10,
+    16,
+)
 EMBEDDING_STD = 1e-4  # N(0, 1e-4): the peers' default N(0, 1) cost 0.012 AUC on this task
 CATEGORICAL = ("user_id", "item_id", "gender", "age", "occupation", "zip_code")
 SEQUENCE, SEQUENCE_LEN, SEQUENCE_SEP = "genres", 6, "|"
@@ -46,8 +55,6 @@ def parse_args(doc: str | None, bf16: bool = False) -> argparse.Namespace:
 def seed_everything(seed: int, threads: int) -> None:
     import random
 
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -72,14 +79,13 @@ def domain_metrics(label: np.ndarray, prob: np.ndarray, domain: np.ndarray) -> d
 
 
 def early_stopping(
+    model: torch.nn.Module,
     train_epoch: Callable[[], int],
     valid_auc: Callable[[], float],
-    get_state: Callable[[], dict],
-    set_state: Callable[[dict], None],
     max_epochs: int,
 ) -> list[dict]:
     """Epochs of ``train_epoch`` (returns rows trained) until validation AUC has not improved
-    for PATIENCE epochs; the best epoch's state is restored. Each record times the training
+    for PATIENCE epochs; the best epoch's weights are restored. Each record times the training
     epoch alone (validation excluded)."""
     history, best, bad, best_state = [], -1.0, 0, None
     for epoch in range(max_epochs):
@@ -88,16 +94,29 @@ def early_stopping(
         seconds = time.perf_counter() - start
         auc = valid_auc()
         history.append(
-            {"epoch": epoch + 1, "seconds": seconds, "samples_per_s": rows / seconds, "valid_auc": auc}
+            {
+                "epoch": epoch + 1,
+                "seconds": seconds,
+                "samples_per_s": rows / seconds,
+                "valid_auc": auc,
+            }
         )
         if auc > best:
-            best, bad, best_state = auc, 0, get_state()
+            best, bad, best_state = (
+                auc,
+                0,
+                {k: v.clone() for k, v in model.state_dict().items()},
+            )
         else:
             bad += 1
             if bad >= PATIENCE:
                 break
-    set_state(best_state)
+    model.load_state_dict(best_state)
     return history
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
 
 
 def epoch_rate(history: list[dict]) -> float:
@@ -107,15 +126,30 @@ def epoch_rate(history: list[dict]) -> float:
     return float(np.median(rates[1:] if len(rates) > 1 else rates))
 
 
-def write_result(path: Path, record: dict) -> None:
-    import torch
-
+def write_result(
+    args: argparse.Namespace,
+    library: str,
+    metrics: dict,
+    history: list[dict],
+    preprocess_s: float,
+    params: int,
+) -> None:
+    """The run's record (``metrics`` as ``domain_metrics`` gives them), written atomically."""
     record = {
-        **record,
+        "library": library,
+        "model": args.model,
+        "seed": args.seed,
+        **metrics,
+        "epochs": len(history),
+        "samples_per_s": epoch_rate(history),
+        "preprocess_s": preprocess_s,
+        "params": params,
+        "history": history,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
+    path = args.out
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(record, indent=1) + "\n")
     os.replace(tmp, path)
@@ -129,7 +163,9 @@ def read_splits(data: Path) -> dict:
     return {s: pd.read_csv(data / f"{s}.csv", dtype=dtypes, keep_default_na=False) for s in SPLITS}
 
 
-def label_encode(frames: dict) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:
+def label_encode(
+    frames: dict,
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, int]]:
     """The encoding the DeepCTR-Torch and torch-rechub examples show (neither ships a
     pipeline): scikit-learn's LabelEncoder per categorical column over all rows (ids from 1),
     the list column split, mapped through one dictionary (0 = padding) and post-padded.

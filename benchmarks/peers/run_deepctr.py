@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
 from common import (
     BATCH,
     CATEGORICAL,
@@ -26,8 +25,8 @@ from common import (
     SEQUENCE_LEN,
     domain_metrics,
     early_stopping,
-    epoch_rate,
     label_encode,
+    n_params,
     parse_args,
     read_splits,
     seed_everything,
@@ -46,7 +45,9 @@ def main() -> None:
 
     columns = [SparseFeat(n, vocab[n], embedding_dim=EMBEDDING_DIM) for n in CATEGORICAL] + [
         VarLenSparseFeat(
-            SparseFeat(SEQUENCE, vocab[SEQUENCE], embedding_dim=EMBEDDING_DIM), SEQUENCE_LEN, "mean"
+            SparseFeat(SEQUENCE, vocab[SEQUENCE], embedding_dim=EMBEDDING_DIM),
+            SEQUENCE_LEN,
+            "mean",
         )
     ]
     names = get_feature_names(columns)
@@ -67,35 +68,24 @@ def main() -> None:
 
     def train_epoch() -> int:
         model.fit(
-            inputs["train"], arrays["train"][LABEL], batch_size=BATCH, epochs=1, verbose=0, shuffle=True
+            inputs["train"],
+            arrays["train"][LABEL],
+            batch_size=BATCH,
+            epochs=1,
+            verbose=0,
+            shuffle=True,
         )
         return len(arrays["train"][LABEL])
 
-    def score(split: str) -> np.ndarray:
-        return model.predict(inputs[split], batch_size=16384).reshape(-1)
+    def metrics(split: str) -> dict:
+        return domain_metrics(
+            arrays[split][LABEL],
+            model.predict(inputs[split], 16384).reshape(-1),
+            arrays[split][DOMAIN],
+        )
 
-    history = early_stopping(
-        train_epoch,
-        lambda: domain_metrics(arrays["valid"][LABEL], score("valid"), arrays["valid"][DOMAIN])["auc"],
-        lambda: {k: v.clone() for k, v in model.state_dict().items()},
-        model.load_state_dict,
-        args.max_epochs,
-    )
-    test = domain_metrics(arrays["test"][LABEL], score("test"), arrays["test"][DOMAIN])
-    write_result(
-        args.out,
-        {
-            "library": "deepctr-torch",
-            "model": args.model,
-            "seed": args.seed,
-            **test,
-            "epochs": len(history),
-            "samples_per_s": epoch_rate(history),
-            "preprocess_s": preprocess_s,
-            "params": sum(p.numel() for p in model.parameters()),
-            "history": history,
-        },
-    )
+    history = early_stopping(model, train_epoch, lambda: metrics("valid")["auc"], args.max_epochs)
+    write_result(args, "deepctr-torch", metrics("test"), history, preprocess_s, n_params(model))
 
 
 if __name__ == "__main__":

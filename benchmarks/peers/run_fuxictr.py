@@ -34,7 +34,7 @@ from common import (
     SEQUENCE_LEN,
     SEQUENCE_SEP,
     domain_metrics,
-    epoch_rate,
+    n_params,
     parse_args,
     seed_everything,
     write_result,
@@ -51,17 +51,21 @@ DATASET = "peers"
 class Timed(BaseModel):
     """BaseModel whose epochs are timed without the validation pass FuxiCTR runs inside them."""
 
-    def fit(self, data_generator, **kwargs) -> None:  # noqa: ANN001, ANN003
+    def fit(self, data_generator, **kwargs) -> None:
         self.history, self._eval_seconds = [], 0.0
         self._rows = data_generator.num_samples
         super().fit(data_generator, **kwargs)
 
-    def train_epoch(self, data_generator) -> None:  # noqa: ANN001
+    def train_epoch(self, data_generator) -> None:
         start, before = time.perf_counter(), self._eval_seconds
         super().train_epoch(data_generator)
         seconds = time.perf_counter() - start - (self._eval_seconds - before)
         self.history.append(
-            {"epoch": len(self.history) + 1, "seconds": seconds, "samples_per_s": self._rows / seconds}
+            {
+                "epoch": len(self.history) + 1,
+                "seconds": seconds,
+                "samples_per_s": self._rows / seconds,
+            }
         )
 
     def eval_step(self) -> None:
@@ -70,32 +74,13 @@ class Timed(BaseModel):
         self._eval_seconds += time.perf_counter() - start
 
 
-class DNN(Timed):
-    def __init__(self, feature_map: FeatureMap, **kwargs) -> None:  # noqa: ANN003
-        super().__init__(feature_map, model_id="DNN", **kwargs)
+class ZooModel(Timed):
+    """The zoo's DeepFM (FM + MLP over the field embeddings); without the FM, its DNN."""
+
+    def __init__(self, feature_map: FeatureMap, use_fm: bool, **kwargs) -> None:
+        super().__init__(feature_map, model_id="DeepFM" if use_fm else "DNN", **kwargs)
         self.embedding_layer = FeatureEmbedding(feature_map, EMBEDDING_DIM)
-        self.mlp = MLP_Block(
-            input_dim=feature_map.sum_emb_out_dim(),
-            output_dim=1,
-            hidden_units=list(HIDDEN),
-            hidden_activations="ReLU",
-            output_activation=self.output_activation,
-            dropout_rates=DROPOUT,
-        )
-        self.compile(kwargs["optimizer"], kwargs["loss"], LR)
-        self.reset_parameters()
-        self.model_to_device()
-
-    def forward(self, inputs: dict) -> dict:
-        X = self.get_inputs(inputs)
-        return {"y_pred": self.mlp(self.embedding_layer(X, flatten_emb=True))}
-
-
-class DeepFM(Timed):
-    def __init__(self, feature_map: FeatureMap, **kwargs) -> None:  # noqa: ANN003
-        super().__init__(feature_map, model_id="DeepFM", **kwargs)
-        self.embedding_layer = FeatureEmbedding(feature_map, EMBEDDING_DIM)
-        self.fm = FactorizationMachine(feature_map)
+        self.fm = FactorizationMachine(feature_map) if use_fm else None
         self.mlp = MLP_Block(
             input_dim=feature_map.sum_emb_out_dim(),
             output_dim=1,
@@ -111,7 +96,9 @@ class DeepFM(Timed):
     def forward(self, inputs: dict) -> dict:
         X = self.get_inputs(inputs)
         feature_emb = self.embedding_layer(X)
-        y_pred = self.fm(X, feature_emb) + self.mlp(feature_emb.flatten(start_dim=1))
+        y_pred = self.mlp(feature_emb.flatten(start_dim=1))
+        if self.fm is not None:
+            y_pred = y_pred + self.fm(X, feature_emb)
         return {"y_pred": self.output_activation(y_pred)}
 
 
@@ -119,7 +106,12 @@ def main() -> None:
     args = parse_args(__doc__)
     logging.basicConfig(level=logging.WARNING)
     seed_everything(args.seed, args.threads)
-    ray.init(num_cpus=args.threads, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    ray.init(
+        num_cpus=args.threads,
+        include_dashboard=False,
+        logging_level=logging.ERROR,
+        log_to_driver=False,
+    )
     args.work.mkdir(parents=True, exist_ok=True)
     params = {
         "dataset_id": DATASET,
@@ -127,7 +119,12 @@ def main() -> None:
         "model_root": str(args.work / "checkpoints"),
         "data_format": "csv",
         "feature_cols": [
-            {"name": list(CATEGORICAL), "active": True, "dtype": "str", "type": "categorical"},
+            {
+                "name": list(CATEGORICAL),
+                "active": True,
+                "dtype": "str",
+                "type": "categorical",
+            },
             {
                 "name": SEQUENCE,
                 "active": True,
@@ -163,30 +160,20 @@ def main() -> None:
     feature_map.load(processor.json_file, params)
     preprocess_s = time.perf_counter() - start
 
-    model = (DeepFM if args.model == "deepfm" else DNN)(feature_map, **params)
+    model = ZooModel(feature_map, use_fm=args.model == "deepfm", **params)
     Path(model.model_dir).mkdir(parents=True, exist_ok=True)
     train_gen, valid_gen = RankDataLoader(feature_map, stage="train", shuffle=True, **params)
     model.fit(train_gen, validation_data=valid_gen, epochs=args.max_epochs)
     test_gen = RankDataLoader(feature_map, stage="test", shuffle=False, **params)
     prob = model.predict(test_gen)
     test = pd.read_csv(
-        args.data / "test.csv", usecols=[LABEL, DOMAIN], dtype={DOMAIN: str}, keep_default_na=False
+        args.data / "test.csv",
+        usecols=[LABEL, DOMAIN],
+        dtype={DOMAIN: str},
+        keep_default_na=False,
     )
     metrics = domain_metrics(test[LABEL].to_numpy(np.float64), prob, test[DOMAIN].to_numpy())
-    write_result(
-        args.out,
-        {
-            "library": "fuxictr",
-            "model": args.model,
-            "seed": args.seed,
-            **metrics,
-            "epochs": len(model.history),
-            "samples_per_s": epoch_rate(model.history),
-            "preprocess_s": preprocess_s,
-            "params": sum(p.numel() for p in model.parameters()),
-            "history": model.history,
-        },
-    )
+    write_result(args, "fuxictr", metrics, model.history, preprocess_s, n_params(model))
     ray.shutdown()
 
 

@@ -30,7 +30,7 @@ from common import (
     SPLITS,
     domain_metrics,
     early_stopping,
-    epoch_rate,
+    n_params,
     parse_args,
     seed_everything,
     write_result,
@@ -72,11 +72,12 @@ class Lean(nn.Module):
         return logit + fm + self.first_order(ids).sum((1, 2))
 
 
-def encode(data) -> tuple[dict, list[int], int]:  # noqa: ANN001
+def encode(data) -> tuple[dict, list[int], int]:
     """Every split as (sparse (N, F), genres (N, L), label (N,), domain names (N,))."""
     frames = {
         s: pl.read_csv(
-            data / f"{s}.csv", schema_overrides={c: pl.String for c in (*CATEGORICAL, SEQUENCE, DOMAIN)}
+            data / f"{s}.csv",
+            schema_overrides={c: pl.String for c in (*CATEGORICAL, SEQUENCE, DOMAIN)},
         ).with_columns(pl.col(DOMAIN).alias(DOMAIN_KEY))
         for s in SPLITS
     }
@@ -135,27 +136,8 @@ def main() -> None:
     def metrics(split: str) -> dict:
         return domain_metrics(data[split][2].numpy(), score(split), data[split][3])
 
-    history = early_stopping(
-        train_epoch,
-        lambda: metrics("valid")["auc"],
-        lambda: {k: v.clone() for k, v in model.state_dict().items()},
-        model.load_state_dict,
-        args.max_epochs,
-    )
-    write_result(
-        args.out,
-        {
-            "library": "lean-pytorch",
-            "model": args.model,
-            "seed": args.seed,
-            **metrics("test"),
-            "epochs": len(history),
-            "samples_per_s": epoch_rate(history),
-            "preprocess_s": preprocess_s,
-            "params": sum(p.numel() for p in model.parameters()),
-            "history": history,
-        },
-    )
+    history = early_stopping(model, train_epoch, lambda: metrics("valid")["auc"], args.max_epochs)
+    write_result(args, "lean-pytorch", metrics("test"), history, preprocess_s, n_params(model))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from common import (
     SEQUENCE,
     SEQUENCE_LEN,
     SEQUENCE_SEP,
-    epoch_rate,
     parse_args,
     seed_everything,
     write_result,
@@ -45,7 +44,12 @@ def main() -> None:
                 "user": "user_id",
                 "features": [
                     *({"name": n} for n in CATEGORICAL),
-                    {"name": SEQUENCE, "kind": "sequence", "max_len": SEQUENCE_LEN, "sep": SEQUENCE_SEP},
+                    {
+                        "name": SEQUENCE,
+                        "kind": "sequence",
+                        "max_len": SEQUENCE_LEN,
+                        "sep": SEQUENCE_SEP,
+                    },
                 ],
             },
             "model": {
@@ -77,23 +81,14 @@ def main() -> None:
         }
         for h in result.state.history
     ]
-    write_result(
-        args.out,
-        {
-            "library": "mdctr-bf16" if args.bf16 else "mdctr",
-            "model": args.model,
-            "seed": args.seed,
-            "auc": metrics["overall"]["auc"],
-            "logloss": metrics["overall"]["logloss"],
-            "domain_auc": per_domain,
-            "wauc": metrics["wauc"],
-            "epochs": len(history),
-            "samples_per_s": epoch_rate(history),
-            "preprocess_s": result.preprocess_s,
-            "params": result.params,
-            "history": history,
-        },
-    )
+    quality = {
+        "auc": metrics["overall"]["auc"],
+        "logloss": metrics["overall"]["logloss"],
+        "domain_auc": per_domain,
+        "wauc": metrics["wauc"],
+    }
+    library = "mdctr-bf16" if args.bf16 else "mdctr"
+    write_result(args, library, quality, history, result.preprocess_s, result.params)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ from common import (
     PATIENCE,
     SEQUENCE,
     domain_metrics,
-    epoch_rate,
     label_encode,
+    n_params,
     parse_args,
     read_splits,
     seed_everything,
@@ -59,16 +59,20 @@ class DNN(torch.nn.Module):
 class TimedTrainer(CTRTrainer):
     """CTRTrainer that records the duration of each training epoch (validation excluded)."""
 
-    def __init__(self, *args, rows: int, **kwargs) -> None:  # noqa: ANN002, ANN003
+    def __init__(self, *args, rows: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.rows, self.history = rows, []
 
-    def train_one_epoch(self, data_loader, log_interval: int = 10) -> float:  # noqa: ANN001
+    def train_one_epoch(self, data_loader, log_interval: int = 10) -> float:
         start = time.perf_counter()
         loss = super().train_one_epoch(data_loader, log_interval)
         seconds = time.perf_counter() - start
         self.history.append(
-            {"epoch": len(self.history) + 1, "seconds": seconds, "samples_per_s": self.rows / seconds}
+            {
+                "epoch": len(self.history) + 1,
+                "seconds": seconds,
+                "samples_per_s": self.rows / seconds,
+            }
         )
         return loss
 
@@ -79,7 +83,13 @@ def main() -> None:
     start = time.perf_counter()
     arrays, vocab = label_encode(read_splits(args.data))
     features = [SparseFeature(n, vocab[n], embed_dim=EMBEDDING_DIM) for n in CATEGORICAL] + [
-        SequenceFeature(SEQUENCE, vocab[SEQUENCE], embed_dim=EMBEDDING_DIM, pooling="mean", padding_idx=0)
+        SequenceFeature(
+            SEQUENCE,
+            vocab[SEQUENCE],
+            embed_dim=EMBEDDING_DIM,
+            pooling="mean",
+            padding_idx=0,
+        )
     ]
     names = [f.name for f in features]
     x = {s: {n: arrays[s][n] for n in names} for s in arrays}
@@ -109,20 +119,7 @@ def main() -> None:
         model.load_state_dict(trainer.early_stopper.best_weights)
     prob = np.asarray(trainer.predict(model, test), dtype=np.float64).reshape(-1)
     metrics = domain_metrics(arrays["test"][LABEL], prob, arrays["test"][DOMAIN])
-    write_result(
-        args.out,
-        {
-            "library": "torch-rechub",
-            "model": args.model,
-            "seed": args.seed,
-            **metrics,
-            "epochs": len(trainer.history),
-            "samples_per_s": epoch_rate(trainer.history),
-            "preprocess_s": preprocess_s,
-            "params": sum(p.numel() for p in model.parameters()),
-            "history": trainer.history,
-        },
-    )
+    write_result(args, "torch-rechub", metrics, trainer.history, preprocess_s, n_params(model))
 
 
 if __name__ == "__main__":

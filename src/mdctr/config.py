@@ -173,6 +173,11 @@ class ModelConfig(_Frozen):
     input_norm: bool = Field(False, description="dnn/deepfm: batch norm over the MLP's input embeddings")
     domain_as_feature: bool = True
     embedding_init_std: float = Field(1e-4, gt=0)
+    dense_init: Literal["xavier_normal", "torch"] = Field(
+        "xavier_normal",
+        description="every nn.Linear: xavier_normal (weights N(0, 2 / (in + out)), bias 0) or torch's "
+        "default (uniform +-1/sqrt(in)); the latter converges slower from 1e-4 embeddings",
+    )
     embedding: EmbeddingConfig = EmbeddingConfig()
     optfs: OptFSConfig = OptFSConfig()
     lora: LoRAConfig = LoRAConfig()

@@ -81,5 +81,13 @@ MULTIDOMAIN: dict[str, Builder] = {
 
 
 def build_model(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
-    """The model a config names: its backbone, made multi-domain by ``cfg.multidomain``."""
-    return MULTIDOMAIN[cfg.multidomain](spec, cfg)
+    """The model a config names: its backbone, made multi-domain by ``cfg.multidomain``, its
+    dense layers initialised as ``cfg.dense_init`` says."""
+    model = MULTIDOMAIN[cfg.multidomain](spec, cfg)
+    if cfg.dense_init == "xavier_normal":
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+    return model
