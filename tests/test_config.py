@@ -54,6 +54,19 @@ def test_unknown_backbone_lists_the_choices(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("method", ["shared_bottom", "mmoe", "ple", "star", "pepnet", "dadnn"])
+def test_a_method_with_its_own_network_refuses_another_backbone(tmp_path: Path, method: str) -> None:
+    path = write(tmp_path, {**BASE, "model": {"backbone": "dcnv2", "multidomain": method}})
+    with pytest.raises(InputError) as err:
+        load_experiment(path)
+    assert str(err.value) == (
+        f"{path}: model: model.multidomain {method!r} builds its own MLP network and cannot use "
+        "model.backbone 'dcnv2'; set model.backbone: dnn, or make 'dcnv2' multi-domain with mlora, "
+        "modula, modula_res or separate"
+    )
+    load_experiment(path, ["model.backbone=dnn"])
+
+
 def test_unknown_task(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown data.task 'ml2m'; choose one of: ml100k-gender"):
         load_experiment(write(tmp_path, {"name": "x", "data": {"task": "ml2m"}}))

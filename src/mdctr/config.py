@@ -206,6 +206,18 @@ class ModelConfig(_Frozen):
             )
         return self
 
+    @model_validator(mode="after")
+    def _method_takes_the_backbone(self) -> ModelConfig:
+        from mdctr.registry import OWN_NETWORK
+
+        if self.multidomain in OWN_NETWORK and self.backbone != "dnn":
+            raise ValueError(
+                f"model.multidomain {self.multidomain!r} builds its own MLP network and cannot use "
+                f"model.backbone {self.backbone!r}; set model.backbone: dnn, or make {self.backbone!r} "
+                "multi-domain with mlora, modula, modula_res or separate"
+            )
+        return self
+
     @field_validator("backbone", "multidomain")
     @classmethod
     def _registered(cls, value: str, info: ValidationInfo) -> str:

@@ -80,6 +80,11 @@ MULTIDOMAIN: dict[str, Builder] = {
 }
 
 
+OWN_NETWORK = frozenset({"shared_bottom", "mmoe", "ple", "star", "pepnet", "dadnn"})
+"""Multi-domain methods whose paper defines the network (MLP bottoms, experts, towers, gates):
+they ignore ``model.backbone``, so any backbone but ``dnn`` is refused."""
+
+
 def build_model(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
     """The model a config names: its backbone, made multi-domain by ``cfg.multidomain``, its
     dense layers initialised as ``cfg.dense_init`` says."""
