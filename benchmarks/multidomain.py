@@ -181,9 +181,8 @@ def summarise(all_runs: list[dict], speed: dict, models: tuple[str, ...] = tuple
         shared = shared_rate(speed["tasks"].get(row["task"], {}), row["backbone"])
         row["speed_vs_shared"] = row["samples_per_s"] / shared if row["samples_per_s"] and shared else None
         row["wauc_vs_shared"] = row["wauc_mean"] - base["wauc_mean"] if base else None
-        row["wauc_vs_shared_in_std"] = (
-            row["wauc_vs_shared"] / max(base["wauc_std"], row["wauc_std"], 1e-9) if base else None
-        )
+        spread = max(base["wauc_std"], row["wauc_std"]) if base else 0.0
+        row["wauc_vs_shared_in_std"] = row["wauc_vs_shared"] / spread if spread > 0 else None
     order = {m: i for i, m in enumerate(models)}
     return sorted(rows, key=lambda r: (r["task"], order.get(r["model"], 99), r["model"]))
 
@@ -222,7 +221,12 @@ def markdown(rows: list[dict], speed: dict, name: str = "multidomain") -> str:
             delta = (
                 ""
                 if r["wauc_vs_shared"] is None
-                else f"{r['wauc_vs_shared']:+.4f} ({r['wauc_vs_shared_in_std']:+.1f})"
+                else f"{r['wauc_vs_shared']:+.4f} "
+                + (
+                    "(1 seed)"
+                    if r["wauc_vs_shared_in_std"] is None
+                    else f"({r['wauc_vs_shared_in_std']:+.1f})"
+                )
             )
             speed = "-" if r["speed_vs_shared"] is None else f"{r['speed_vs_shared']:.2f}×"
             rate = "-" if not r["samples_per_s"] else f"{r['samples_per_s']:,.0f}"
