@@ -188,6 +188,11 @@ def matmul_rate(threads: int, inputs: int) -> float:
     return flops_per_sample(inputs) * 1024 * n / (time.perf_counter() - start) / 1e9
 
 
+def mlp_inputs(library: str) -> int:
+    """Width of the MLP's input: every field's embedding (mdctr adds its domain field)."""
+    return EMBEDDING_DIM * (len(CATEGORICAL) + 1 + library.startswith("mdctr"))
+
+
 def flops_per_sample(inputs: int) -> float:
     """Dense-layer FLOPs of one training sample: 2 per multiply-add, forward + 2x backward."""
     sizes = (inputs, *HIDDEN, 1)
@@ -348,7 +353,7 @@ def main() -> None:
     if not args.report_only:
         data = write_split(args.task)
         if args.speed:
-            probe = [matmul_rate(args.threads, EMBEDDING_DIM * 8)]
+            probe = [matmul_rate(args.threads, mlp_inputs("mdctr"))]
             fast = {}
             for library in args.libraries:
                 for model in args.models:
@@ -359,7 +364,7 @@ def main() -> None:
                     print(
                         f"speed {library} {model}: {row.get('samples_per_s', row.get('error'))}", flush=True
                     )
-            probe.append(matmul_rate(args.threads, EMBEDDING_DIM * 8))
+            probe.append(matmul_rate(args.threads, mlp_inputs("mdctr")))
             speed = {
                 "task": args.task,
                 "threads": args.threads,
