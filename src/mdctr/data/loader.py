@@ -30,12 +30,19 @@ class TensorData:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[Batch]:
-        """Yield batches in order, or in a fresh random order when a generator is given."""
-        rows = (
-            self.rows
-            if generator is None
-            else self.rows.index(torch.randperm(len(self), generator=generator))
-        )
-        for start in range(0, len(self), batch_size):
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None, by_domain: bool = False
+    ) -> Iterator[Batch]:
+        """Yield batches in order, or in a fresh random order when a generator is given;
+        ``by_domain`` sorts the rows inside each batch by domain (what domain-routed layers
+        would otherwise do per step)."""
+        n = len(self)
+        order = None if generator is None else torch.randperm(n, generator=generator)
+        if by_domain:
+            order = torch.arange(n) if order is None else order
+            domain = self.rows.domain[order]
+            key = torch.arange(n).div_(batch_size, rounding_mode="floor") * (int(domain.max()) + 1) + domain
+            order = order[torch.argsort(key, stable=True)]
+        rows = self.rows if order is None else self.rows.index(order)
+        for start in range(0, n, batch_size):
             yield rows.index(slice(start, start + batch_size))

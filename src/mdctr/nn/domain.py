@@ -60,6 +60,12 @@ class DomainRouting:
         return torch.empty_like(out).index_copy_(0, order, out)
 
 
+def routes_by_domain(model: nn.Module) -> bool:
+    """Whether any part of ``model`` routes rows by domain (and so runs faster on batches
+    already sorted by domain)."""
+    return any(isinstance(getattr(m, "routing", None), DomainRouting) for m in model.modules())
+
+
 HALF = (torch.bfloat16, torch.float16)
 
 
