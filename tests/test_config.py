@@ -54,7 +54,7 @@ def test_unknown_backbone_lists_the_choices(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize("method", ["shared_bottom", "mmoe", "ple", "star", "pepnet", "dadnn"])
+@pytest.mark.parametrize("method", ["star", "pepnet"])
 def test_a_method_with_its_own_network_refuses_another_backbone(tmp_path: Path, method: str) -> None:
     path = write(tmp_path, {**BASE, "model": {"backbone": "dcnv2", "multidomain": method}})
     with pytest.raises(InputError) as err:
@@ -62,9 +62,22 @@ def test_a_method_with_its_own_network_refuses_another_backbone(tmp_path: Path, 
     assert str(err.value) == (
         f"{path}: model: model.multidomain {method!r} builds its own MLP network and cannot use "
         "model.backbone 'dcnv2'; set model.backbone: dnn, or make 'dcnv2' multi-domain with mlora, "
-        "modula, modula_res or separate"
+        "modula, modula_res, separate, shared_bottom, mmoe, ple or dadnn"
     )
     load_experiment(path, ["model.backbone=dnn"])
+
+
+@pytest.mark.parametrize("backbone", ["lr", "fm"])
+def test_a_family_method_needs_a_backbone_with_a_network(tmp_path: Path, backbone: str) -> None:
+    path = write(tmp_path, {**BASE, "model": {"backbone": backbone, "multidomain": "mmoe"}})
+    with pytest.raises(InputError) as err:
+        load_experiment(path)
+    assert str(err.value) == (
+        f"{path}: model: model.backbone {backbone!r} has no hidden network for model.multidomain 'mmoe' "
+        "to share; use a deep backbone (dnn, wdl, deepfm, dcnv2, autoint, autoint_plus, fgcnn, hiformer) "
+        "or model.multidomain: separate"
+    )
+    load_experiment(path, ["model.backbone=deepfm"])
 
 
 def test_unknown_task(tmp_path: Path) -> None:

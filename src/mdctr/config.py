@@ -208,13 +208,19 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _method_takes_the_backbone(self) -> ModelConfig:
-        from mdctr.registry import OWN_NETWORK
+        from mdctr.registry import FAMILY, NO_NETWORK, OWN_NETWORK
 
         if self.multidomain in OWN_NETWORK and self.backbone != "dnn":
             raise ValueError(
                 f"model.multidomain {self.multidomain!r} builds its own MLP network and cannot use "
                 f"model.backbone {self.backbone!r}; set model.backbone: dnn, or make {self.backbone!r} "
-                "multi-domain with mlora, modula, modula_res or separate"
+                "multi-domain with mlora, modula, modula_res, separate, shared_bottom, mmoe, ple or dadnn"
+            )
+        if self.multidomain in FAMILY and self.backbone in NO_NETWORK:
+            raise ValueError(
+                f"model.backbone {self.backbone!r} has no hidden network for model.multidomain "
+                f"{self.multidomain!r} to share; use a deep backbone (dnn, wdl, deepfm, dcnv2, autoint, "
+                f"autoint_plus, fgcnn, hiformer) or model.multidomain: separate"
             )
         return self
 

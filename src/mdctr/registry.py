@@ -8,6 +8,8 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.models.autoint import AutoInt, autoint_plus
+from mdctr.models.backbone import Backbone
+from mdctr.models.common import BodyMaker
 from mdctr.models.dadnn import DADNN
 from mdctr.models.dcnv2 import DCNv2
 from mdctr.models.deepfm import DeepFM
@@ -60,6 +62,26 @@ def _modula(residual: bool) -> Builder:
     return build
 
 
+def _body(spec: InputSpec, cfg: ModelConfig) -> BodyMaker:
+    """Builds the backbone's network without its embedding (the family model embeds once) and
+    without its logit layer (the family's towers make the logits)."""
+
+    def make() -> Backbone:
+        model = BACKBONES[cfg.backbone](spec, cfg)
+        model.embedding, model.head = None, None
+        return model
+
+    return make
+
+
+def _family(model: Callable[[InputSpec, ModelConfig, BodyMaker], nn.Module]) -> Builder:
+    def build(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+        return model(spec, cfg, _body(spec, cfg))
+
+    build.__doc__ = model.__doc__
+    return build
+
+
 def _separate(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
     """One backbone per domain, each seeing only its own rows."""
     return Separate(lambda: BACKBONES[cfg.backbone](spec, cfg), spec.domains)
@@ -71,18 +93,24 @@ MULTIDOMAIN: dict[str, Builder] = {
     "mlora": _mlora,
     "modula": _modula(residual=False),
     "modula_res": _modula(residual=True),
-    "shared_bottom": SharedBottom,
-    "mmoe": MMoE,
-    "ple": PLE,
+    "shared_bottom": _family(SharedBottom),
+    "mmoe": _family(MMoE),
+    "ple": _family(PLE),
     "star": STAR,
     "pepnet": PEPNet,
-    "dadnn": DADNN,
+    "dadnn": _family(DADNN),
 }
 
 
-OWN_NETWORK = frozenset({"shared_bottom", "mmoe", "ple", "star", "pepnet", "dadnn"})
-"""Multi-domain methods whose paper defines the network (MLP bottoms, experts, towers, gates):
-they ignore ``model.backbone``, so any backbone but ``dnn`` is refused."""
+OWN_NETWORK = frozenset({"star", "pepnet"})
+"""Multi-domain methods whose paper defines the network layer by layer (STAR's star-topology
+layers, PEPNet's gated layers): they refuse any backbone but ``dnn``."""
+
+FAMILY = frozenset({"shared_bottom", "mmoe", "ple", "dadnn"})
+"""Multi-domain methods that use the backbone's network as their shared bottom or experts."""
+
+NO_NETWORK = frozenset({"lr", "fm"})
+"""Backbones without a hidden network a family model could share."""
 
 
 def build_model(spec: InputSpec, cfg: ModelConfig) -> nn.Module:

@@ -7,13 +7,15 @@ import torch
 
 from mdctr.config import ModelConfig, parse_experiment
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.models.modula import ModulaLinear
 from mdctr.models.star import STAR, StarLinear
-from mdctr.nn.embedding import InputSpec
+from mdctr.nn.embedding import FieldEmbedding, InputSpec
 from mdctr.nn.heads import select_domain
+from mdctr.nn.interaction import CrossNetwork, FactorizationMachine
 from mdctr.nn.lora import DomainLoRALinear
 from mdctr.pipeline import train_experiment
-from mdctr.registry import MULTIDOMAIN, build_model
+from mdctr.registry import BACKBONES, FAMILY, MULTIDOMAIN, NO_NETWORK, build_model
 
 D = 3
 SPEC = InputSpec(categorical=(20, 30), sequence=(10,), numeric=1, domains=D)
@@ -33,9 +35,9 @@ def batch(n: int = 120, domains: int = D) -> Batch:
     )
 
 
-def model_for(name: str) -> torch.nn.Module:
+def model_for(name: str, backbone: str = "dnn") -> torch.nn.Module:
     torch.manual_seed(0)
-    model = build_model(SPEC, ModelConfig(multidomain=name, **CFG))
+    model = build_model(SPEC, ModelConfig(multidomain=name, backbone=backbone, **CFG))
     with torch.no_grad():  # adapters start as exact no-ops; give them a value so gradients flow everywhere
         for m in model.modules():
             if isinstance(m, DomainLoRALinear):
@@ -45,9 +47,15 @@ def model_for(name: str) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("name", sorted(MULTIDOMAIN))
-def test_gradient_reaches_every_parameter(name: str) -> None:
-    model = model_for(name).train()
+DEEP = sorted(set(BACKBONES) - NO_NETWORK - {"dnn"})
+ON_BACKBONES = [(name, "dnn") for name in sorted(MULTIDOMAIN)] + [
+    (n, b) for n in sorted(FAMILY) for b in DEEP
+]
+
+
+@pytest.mark.parametrize(("name", "backbone"), ON_BACKBONES)
+def test_gradient_reaches_every_parameter(name: str, backbone: str) -> None:
+    model = model_for(name, backbone).train()
     b = batch()
     logits = model(b)
     assert logits.shape == (len(b),)
@@ -58,15 +66,42 @@ def test_gradient_reaches_every_parameter(name: str) -> None:
         assert param.grad is not None and param.grad.abs().sum() > 0, pname
 
 
-@pytest.mark.parametrize("name", sorted(MULTIDOMAIN))
-def test_row_order_does_not_matter_and_unseen_domains_score(name: str) -> None:
-    model = model_for(name).eval()
+@pytest.mark.parametrize(("name", "backbone"), ON_BACKBONES)
+def test_row_order_does_not_matter_and_unseen_domains_score(name: str, backbone: str) -> None:
+    model = model_for(name, backbone).eval()
     b = batch(domains=D + 1)  # includes the unseen domain id D
     with torch.no_grad():
         out = model(b)
         perm = torch.randperm(len(b), generator=torch.Generator().manual_seed(1))
         torch.testing.assert_close(model(b.index(perm)), out[perm], atol=1e-5, rtol=1e-5)
     assert torch.isfinite(out).all()
+
+
+def test_family_models_use_the_backbone_network_over_one_embedding() -> None:
+    cfg = ModelConfig(**CFG)
+    for name, backbone, network, copies in [
+        ("shared_bottom", "dcnv2", CrossNetwork, 1),
+        ("dadnn", "dcnv2", CrossNetwork, 1),
+        ("mmoe", "deepfm", FactorizationMachine, cfg.experts),
+        ("ple", "deepfm", FactorizationMachine, cfg.shared_experts + D * cfg.domain_experts),  # level 1
+    ]:
+        model = model_for(name, backbone)
+        bodies = [m for m in model.modules() if isinstance(m, Backbone)]
+        assert len(bodies) == copies and all(b.embedding is None for b in bodies), name
+        assert sum(isinstance(m, network) for m in model.modules()) == copies, name
+        tables = [m for m in model.modules() if isinstance(m, FieldEmbedding) and m.dim > 1]
+        assert tables == [model.embedding], name  # first-order weights (dim 1) stay per body
+
+
+def test_a_shared_bottom_passes_the_wide_logit_to_the_towers() -> None:
+    model = model_for("shared_bottom", "deepfm").eval()
+    b = batch()
+    body = model.bottom
+    with torch.no_grad():
+        fields = model.embedding(b)
+        features = body.features(fields, b)
+        torch.testing.assert_close(features[:, -1], body.first_order(b) + body.fm(fields))
+        torch.testing.assert_close(features[:, :-1], body.mlp(fields.flatten(1)))
 
 
 def test_select_domain_picks_own_column_or_the_mean() -> None:
@@ -111,6 +146,25 @@ def test_learns_on_movielens_100k(name: str, tmp_path: Path) -> None:
     train = {"epochs": 3, "recipe": "two_stage" if staged else "joint", "adapter": {"epochs": 2}}
     exp = parse_experiment(
         {"name": name, "data": {"task": "ml100k-gender"}, "model": {"multidomain": name}, "train": train}
+    )
+    metrics = train_experiment(exp, tmp_path / "run").metrics
+    assert metrics["domains"]["F"]["auc"] > 0.73
+    assert metrics["domains"]["M"]["auc"] > 0.77
+
+
+# Measured on ml100k-gender test after 3 epochs (seed 2024): mmoe@deepfm F 0.772, M 0.798;
+# shared_bottom@dcnv2 F 0.772, M 0.798 (on dnn: 0.772 / 0.798 and 0.773 / 0.798).
+@pytest.mark.parametrize(("name", "backbone"), [("mmoe", "deepfm"), ("shared_bottom", "dcnv2")])
+def test_family_on_another_backbone_learns_on_movielens_100k(
+    name: str, backbone: str, tmp_path: Path
+) -> None:
+    exp = parse_experiment(
+        {
+            "name": name,
+            "data": {"task": "ml100k-gender"},
+            "model": {"multidomain": name, "backbone": backbone},
+            "train": {"epochs": 3},
+        }
     )
     metrics = train_experiment(exp, tmp_path / "run").metrics
     assert metrics["domains"]["F"]["auc"] > 0.73

@@ -8,13 +8,15 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import InteractingLayer
 from mdctr.nn.mlp import mlp_from_config
 
 
-class AutoInt(nn.Module):
-    """fields (B, F, dim) -> interacting layers -> flatten -> Linear (+ MLP(flat fields) -> Linear)."""
+class AutoInt(Backbone):
+    """fields (B, F, dim) -> interacting layers -> flatten [, MLP(flat fields)] -> Linear. (One
+    Linear over both parts is AutoInt+'s sum of two logits.)"""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig, with_mlp: bool = False) -> None:
         super().__init__()
@@ -22,19 +24,17 @@ class AutoInt(nn.Module):
         a, fields = cfg.attention, self.embedding.num_fields
         dims = [cfg.embedding_dim] + [a.heads * a.dim] * a.layers
         self.attention = nn.ModuleList(InteractingLayer(d, a.dim, a.heads, a.residual) for d in dims[:-1])
-        self.attention_head = nn.Linear(fields * dims[-1], 1)
         self.mlp = mlp_from_config(fields * cfg.embedding_dim, cfg) if with_mlp else None
-        self.head = nn.Linear(self.mlp.out_features, 1) if self.mlp is not None else None
+        self.out_features = fields * dims[-1] + (self.mlp.out_features if self.mlp is not None else 0)
+        self.head = nn.Linear(self.out_features, 1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding(batch)
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         x = fields
         for layer in self.attention:
             x = layer(x)
-        logit = self.attention_head(x.flatten(1)).squeeze(-1)
-        if self.mlp is not None:
-            logit = logit + self.head(self.mlp(fields.flatten(1))).squeeze(-1)
-        return logit
+        if self.mlp is None:
+            return x.flatten(1)
+        return torch.cat([x.flatten(1), self.mlp(fields.flatten(1))], 1)
 
 
 def autoint_plus(spec: InputSpec, cfg: ModelConfig) -> AutoInt:

@@ -1,4 +1,4 @@
-"""DADNN (JD): a shared bottom (MLP or MMoE), one head per domain, and knowledge transfer
+"""DADNN (JD): a shared bottom (the backbone's network, or an MMoE of them), one head per domain, and knowledge transfer
 between the heads: every head is distilled towards the mixture of all heads."""
 
 from __future__ import annotations
@@ -9,30 +9,30 @@ from torch.nn import functional as F
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.models.common import FlatInput, MixtureOfExperts
-from mdctr.nn.embedding import InputSpec
+from mdctr.models.common import BodyMaker, MixtureOfExperts
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.heads import DomainTowers, select_domain
-from mdctr.nn.mlp import mlp_from_config
 
 
 class DADNN(nn.Module):
     """embeddings -> shared bottom -> per-domain heads; ``extra_loss`` is the distillation term."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, make_body: BodyMaker) -> None:
         super().__init__()
-        self.input = FlatInput(spec, cfg)
-        width = self.input.out_features
-        self.bottom = (
-            MixtureOfExperts(width, cfg, spec.domains)
-            if cfg.bottom == "mmoe"
-            else mlp_from_config(width, cfg)
-        )
-        self.towers = DomainTowers(self.bottom.out_features, cfg.tower, spec.domains, cfg.dropout)
+        self.embedding = embedding_from_config(spec, cfg)
+        width = self.embedding.num_fields * cfg.embedding_dim
+        mmoe = cfg.bottom == "mmoe"
+        self.moe = MixtureOfExperts(width, cfg, spec.domains, make_body) if mmoe else None
+        self.bottom = None if mmoe else make_body()
+        features = self.moe.out_features if mmoe else self.bottom.feature_width
+        self.towers = DomainTowers(features, cfg.tower, spec.domains, cfg.dropout)
         self.transfer_weight = cfg.transfer_weight
         self._transfer: torch.Tensor | None = None
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        logits = self.towers(self.bottom(self.input(batch)))  # (B, D)
+        fields = self.embedding(batch)
+        shared = self.moe(fields, batch) if self.moe is not None else self.bottom.features(fields, batch)
+        logits = self.towers(shared)  # (B, D)
         if self.training and self.transfer_weight > 0:
             teacher = torch.sigmoid(logits).mean(1, keepdim=True).detach().expand_as(logits)
             self._transfer = self.transfer_weight * F.binary_cross_entropy_with_logits(logits, teacher)

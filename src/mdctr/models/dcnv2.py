@@ -7,12 +7,13 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import CrossNetwork
 from mdctr.nn.mlp import mlp_from_config
 
 
-class DCNv2(nn.Module):
+class DCNv2(Backbone):
     """flat embeddings x0 -> stacked: MLP(cross(x0)); parallel: [cross(x0), MLP(x0)] -> Linear -> logits."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
@@ -23,10 +24,10 @@ class DCNv2(nn.Module):
         self.cross = CrossNetwork(width, c.layers, c.rank, c.experts)
         self.parallel = c.structure == "parallel"
         self.mlp = mlp_from_config(width, cfg)
-        self.head = nn.Linear(self.mlp.out_features + (width if self.parallel else 0), 1)
+        self.out_features = self.mlp.out_features + (width if self.parallel else 0)
+        self.head = nn.Linear(self.out_features, 1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        x0 = self.embedding(batch).flatten(1)
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        x0 = fields.flatten(1)
         crossed = self.cross(x0)
-        out = torch.cat([crossed, self.mlp(x0)], 1) if self.parallel else self.mlp(crossed)
-        return self.head(out).squeeze(-1)
+        return torch.cat([crossed, self.mlp(x0)], 1) if self.parallel else self.mlp(crossed)

@@ -7,13 +7,14 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.models.linear import FirstOrder
 from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import mlp_from_config
 
 
-class DeepFM(nn.Module):
+class DeepFM(Backbone):
     """logit = bias + sum(first-order weights) + FM(embeddings) + MLP(embeddings)."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
@@ -22,9 +23,11 @@ class DeepFM(nn.Module):
         self.first_order = FirstOrder(spec, cfg)
         self.fm = FactorizationMachine()
         self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
-        self.head = nn.Linear(self.mlp.out_features, 1)
+        self.out_features = self.mlp.out_features
+        self.head = nn.Linear(self.out_features, 1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding(batch)
-        deep = self.head(self.mlp(fields.flatten(1))).squeeze(-1)
-        return self.first_order(batch) + self.fm(fields) + deep
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.mlp(fields.flatten(1))
+
+    def wide(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.first_order(batch) + self.fm(fields)

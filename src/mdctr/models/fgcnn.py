@@ -10,6 +10,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import PairwiseInnerProduct
 from mdctr.nn.mlp import mlp_from_config
@@ -44,7 +45,7 @@ class FeatureGeneration(nn.Module):
         return torch.cat(new, 1)
 
 
-class FGCNN(nn.Module):
+class FGCNN(Backbone):
     """fields -> [fields, generated fields] -> [flat, inner products of all pairs] -> MLP -> logit."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
@@ -57,9 +58,9 @@ class FGCNN(nn.Module):
         total = fields + self.generate.new_fields
         self.inner = PairwiseInnerProduct(total)
         self.mlp = mlp_from_config(total * cfg.embedding_dim + self.inner.out_features, cfg)
-        self.head = nn.Linear(self.mlp.out_features, 1)
+        self.out_features = self.mlp.out_features
+        self.head = nn.Linear(self.out_features, 1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding(batch)
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         every = torch.cat([fields, self.generate(fields)], 1)
-        return self.head(self.mlp(torch.cat([every.flatten(1), self.inner(every)], 1))).squeeze(-1)
+        return self.mlp(torch.cat([every.flatten(1), self.inner(every)], 1))

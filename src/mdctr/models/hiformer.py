@@ -13,6 +13,7 @@ from torch import nn
 
 from mdctr.config import AttentionConfig, ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.nn.embedding import InputSpec, embedding_from_config
 
 
@@ -50,7 +51,7 @@ class HiformerLayer(nn.Module):
         return self.ffn_norm(x + self.ffn(x))
 
 
-class Hiformer(nn.Module):
+class Hiformer(Backbone):
     """[task token, fields] -> Hiformer layers -> the task token's vector -> Linear -> logit."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
@@ -61,12 +62,12 @@ class Hiformer(nn.Module):
         self.layers = nn.ModuleList(
             HiformerLayer(tokens, d, a, last=i == a.layers - 1) for i in range(a.layers)
         )
+        self.out_features = d
         self.head = nn.Linear(d, 1)
         nn.init.normal_(self.task_token, std=0.02)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        fields = self.embedding(batch)
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         x = torch.cat([self.task_token.expand(fields.shape[0], -1, -1), fields], 1)
         for layer in self.layers:
             x = layer(x)
-        return self.head(x[:, 0]).squeeze(-1)
+        return x[:, 0]

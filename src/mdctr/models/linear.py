@@ -7,6 +7,7 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.models.backbone import Backbone
 from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import mlp_from_config
@@ -48,7 +49,7 @@ class FM(nn.Module):
         return self.first_order(batch) + self.fm(self.embedding(batch))
 
 
-class WideDeep(nn.Module):
+class WideDeep(Backbone):
     """Wide & Deep (Cheng et al., 2016): the first-order wide part + an MLP over the embeddings."""
 
     def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
@@ -56,8 +57,11 @@ class WideDeep(nn.Module):
         self.first_order = FirstOrder(spec, cfg)
         self.embedding = embedding_from_config(spec, cfg)
         self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
-        self.head = nn.Linear(self.mlp.out_features, 1)
+        self.out_features = self.mlp.out_features
+        self.head = nn.Linear(self.out_features, 1)
 
-    def forward(self, batch: Batch) -> torch.Tensor:
-        deep = self.head(self.mlp(self.embedding(batch).flatten(1))).squeeze(-1)
-        return self.first_order(batch) + deep
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.mlp(fields.flatten(1))
+
+    def wide(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return self.first_order(batch)

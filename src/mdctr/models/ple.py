@@ -7,20 +7,28 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.models.common import FlatInput
-from mdctr.nn.embedding import InputSpec
+from mdctr.models.common import BodyMaker, Experts
+from mdctr.nn.embedding import InputSpec, embedding_from_config
 from mdctr.nn.heads import DomainTowers, select_domain
 from mdctr.nn.mlp import GroupedMLP
 
 
 class ExtractionLevel(nn.Module):
     """One CGC level: S shared experts and K experts per domain. Domain d's gate mixes its own K
-    experts and the S shared ones; below the last level a shared gate mixes all experts."""
+    experts and the S shared ones; below the last level a shared gate mixes all experts. The
+    first level's experts read the field embeddings (the backbone's network, ``make_body``);
+    later levels' experts are MLPs over the previous level's outputs."""
 
-    def __init__(self, in_features: int, cfg: ModelConfig, domains: int, last: bool) -> None:
+    def __init__(
+        self, in_features: int, cfg: ModelConfig, domains: int, last: bool, make_body: BodyMaker | None
+    ) -> None:
         super().__init__()
         s, k = cfg.shared_experts, cfg.domain_experts
-        self.experts = GroupedMLP(in_features, cfg.hidden, s + domains * k, cfg.dropout)
+        self.experts = (
+            Experts(in_features, cfg, s + domains * k, make_body)
+            if make_body is not None
+            else GroupedMLP(in_features, cfg.hidden, s + domains * k, cfg.dropout)
+        )
         source = [0] * s + [1 + d for d in range(domains) for _ in range(k)]
         chosen = [[s + d * k + j for j in range(k)] + list(range(s)) for d in range(domains)]
         self.register_buffer("source", torch.tensor(source), persistent=False)
@@ -32,11 +40,12 @@ class ExtractionLevel(nn.Module):
         self.out_features = self.experts.out_features
 
     def forward(
-        self, shared: torch.Tensor, per_domain: torch.Tensor | None
+        self, shared: torch.Tensor, per_domain: torch.Tensor | None, fields: torch.Tensor, batch: Batch
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """shared (B, in), per_domain (B, D, in) or None on the first level (all see ``shared``)."""
+        """shared (B, in), per_domain (B, D, in) or None on the first level (where ``shared`` is
+        the flat ``fields`` and every gate sees it)."""
         if per_domain is None:
-            experts = self.experts(shared)
+            experts = self.experts(fields, batch)
             gate_in = shared.unsqueeze(1).expand(-1, self.gate_weight.shape[0], -1)
         else:
             experts = self.experts(torch.cat([shared.unsqueeze(1), per_domain], 1)[:, self.source])
@@ -52,17 +61,20 @@ class ExtractionLevel(nn.Module):
 class PLE(nn.Module):
     """embeddings -> ``levels`` extraction levels -> per-domain towers."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, make_body: BodyMaker) -> None:
         super().__init__()
-        self.input = FlatInput(spec, cfg)
-        widths = [self.input.out_features] + [cfg.hidden[-1]] * (cfg.levels - 1)
-        self.levels = nn.ModuleList(
-            ExtractionLevel(w, cfg, spec.domains, last=i == cfg.levels - 1) for i, w in enumerate(widths)
-        )
-        self.towers = DomainTowers(cfg.hidden[-1], cfg.tower, spec.domains, cfg.dropout)
+        self.embedding = embedding_from_config(spec, cfg)
+        width, levels = self.embedding.num_fields * cfg.embedding_dim, []
+        for i in range(cfg.levels):
+            body = make_body if i == 0 else None
+            levels.append(ExtractionLevel(width, cfg, spec.domains, i == cfg.levels - 1, body))
+            width = levels[-1].out_features
+        self.levels = nn.ModuleList(levels)
+        self.towers = DomainTowers(width, cfg.tower, spec.domains, cfg.dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        shared, per_domain = self.input(batch), None
+        fields = self.embedding(batch)
+        shared, per_domain = fields.flatten(1), None
         for level in self.levels:
-            shared, per_domain = level(shared, per_domain)
+            shared, per_domain = level(shared, per_domain, fields, batch)
         return select_domain(self.towers(per_domain), batch.domain)

@@ -1,0 +1,50 @@
+"""What every deep backbone shares: embedding -> network -> logit, plus wide logit terms.
+
+Splitting a backbone this way lets the multi-domain family (shared-bottom, MMoE, PLE, DADNN)
+use any backbone's network as its shared bottom or as its experts, over one shared embedding,
+without a copy of the backbone's code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mdctr.data.batch import Batch
+from mdctr.nn.embedding import FieldEmbedding
+
+
+class Backbone(nn.Module):
+    """``logit = head(represent(fields)) + wide(fields)`` with ``fields = embedding(batch)``.
+
+    Subclasses set ``embedding``, ``head`` (``out_features`` -> 1) and ``out_features``, and
+    define ``represent`` (the network below the logit, (B, F, dim) -> (B, out_features)) and,
+    where the model has logit terms that skip the network (first order, FM), ``wide``.
+    """
+
+    embedding: FieldEmbedding | None
+    head: nn.Linear
+    out_features: int
+
+    def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def wide(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        """(B,) logit terms outside the network, or None."""
+        return None
+
+    @property
+    def feature_width(self) -> int:
+        return self.out_features + (1 if type(self).wide is not Backbone.wide else 0)
+
+    def features(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
+        """(B, feature_width): the representation, and the wide logit as one more column —
+        what a multi-domain model's towers read when this network is its bottom or expert."""
+        deep, wide = self.represent(fields, batch), self.wide(fields, batch)
+        return deep if wide is None else torch.cat([deep, wide.unsqueeze(1)], 1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        fields = self.embedding(batch)
+        logit = self.head(self.represent(fields, batch)).squeeze(-1)
+        wide = self.wide(fields, batch)
+        return logit if wide is None else logit + wide
