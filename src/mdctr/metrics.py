@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import polars as pl
-from sklearn.metrics import log_loss, roc_auc_score
 
 UNSEEN = "<unseen>"
 
@@ -15,6 +14,8 @@ def auc(label: np.ndarray, prob: np.ndarray) -> float:
     """ROC AUC; NaN when only one class is present."""
     if len(label) == 0 or np.unique(label).size < 2:
         return math.nan
+    from sklearn.metrics import roc_auc_score  # here, not at import: ~75 MB, first needed after data prep
+
     return float(roc_auc_score(label, prob))
 
 
@@ -22,6 +23,8 @@ def logloss(label: np.ndarray, prob: np.ndarray) -> float:
     """Binary cross-entropy of probabilities (clipped to [1e-7, 1 - 1e-7])."""
     if len(label) == 0:
         return math.nan
+    from sklearn.metrics import log_loss
+
     return float(log_loss(label, np.clip(prob, 1e-7, 1 - 1e-7), labels=[0, 1]))
 
 

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-import matplotlib
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from rich.table import Table  # noqa: E402
+from rich.table import Table
 
-from mdctr.data.cache import atomic_write  # noqa: E402
+from mdctr.data.cache import atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+
+def _pyplot() -> ModuleType:
+    """matplotlib's pyplot on the Agg backend, imported at the first plot: importing it with
+    mdctr would add ~40 MB to every process's peak memory, which falls before any plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:
@@ -63,16 +76,16 @@ def markdown(metrics: dict, title: str, history: list[dict] | None = None) -> st
     return "\n".join(lines) + "\n"
 
 
-def _save(fig: plt.Figure, path: str) -> None:
+def _save(fig: Figure, path: str) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 def plot_domains(metrics: dict, path: str) -> None:
     """Bar chart of test AUC per domain, with the overall AUC as a line."""
     names = [n for n, d in metrics["domains"].items() if d["auc"] is not None]
     values = [metrics["domains"][n]["auc"] for n in names]
-    fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(names) + 2), 3.2))
+    fig, ax = _pyplot().subplots(figsize=(max(4, 0.7 * len(names) + 2), 3.2))
     ax.bar(names, values, color="#4c72b0")
     if metrics["overall"]["auc"] is not None:
         ax.axhline(metrics["overall"]["auc"], color="#c44e52", linestyle="--", label="overall")
@@ -87,7 +100,7 @@ def plot_domains(metrics: dict, path: str) -> None:
 def plot_curves(history: list[dict], path: str) -> None:
     """Training loss and validation AUC per epoch."""
     epochs = [h["epoch"] for h in history]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3.2))
+    fig, (left, right) = _pyplot().subplots(1, 2, figsize=(8, 3.2))
     left.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train loss")
     left.plot(epochs, [h["valid_logloss"] for h in history], marker="o", label="valid logloss")
     left.set_xlabel("epoch")

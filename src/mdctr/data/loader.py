@@ -43,6 +43,6 @@ class TensorData:
             domain = self.rows.domain[order]
             key = torch.arange(n).div_(batch_size, rounding_mode="floor") * (int(domain.max()) + 1) + domain
             order = order[torch.argsort(key, stable=True)]
-        rows = self.rows if order is None else self.rows.index(order)
-        for start in range(0, n, batch_size):
-            yield rows.index(slice(start, start + batch_size))
+        for start in range(0, n, batch_size):  # gathered per batch: no shuffled copy of the data
+            rows = slice(start, start + batch_size) if order is None else order[start : start + batch_size]
+            yield self.rows.index(rows)
