@@ -89,7 +89,8 @@ def test_label_user_and_save_load(tmp_path: Path) -> None:
     enc = Encoder.fit(frame(), ROLES)
     out = enc.transform(frame())
     assert out.label.tolist() == [0, 1, 0, 1]
-    assert out.user.tolist() == [1, 2, 1, 3]
+    users = out.user.tolist()  # group ids: equal exactly for equal users
+    assert users[0] == users[2] and len({users[0], users[1], users[3]}) == 3
     enc.save(tmp_path / "vocab.json")
     again = Encoder.load(tmp_path / "vocab.json")
     assert again.to_dict() == enc.to_dict()
