@@ -149,12 +149,9 @@ class Encoder:
         return col.clip(lower_bound=0).log1p() if feat.log1p else col
 
     def _ids(self, name: str, expr: pl.Expr) -> pl.Expr:
-        """Text -> id: vocabulary position + 2, OOV for unknown values, null stays null. (A cast to
-        an Enum of the vocabulary: 4x faster than a replace with the same mapping.)"""
-        if not self.vocabs[name]:
-            return pl.when(expr.is_null()).then(None).otherwise(OOV).cast(pl.Int64)
-        codes = expr.cast(pl.Enum(self.vocabs[name]), strict=False).to_physical().cast(pl.Int64) + 2
-        return pl.when(codes.is_null() & expr.is_not_null()).then(OOV).otherwise(codes)
+        """Text -> id (vocabulary position + 2); unknown values and nulls become null, which the
+        callers fill with OOV. (A cast to an Enum of the vocabulary: 4x faster than a replace.)"""
+        return expr.cast(pl.Enum(self.vocabs[name]), strict=False).to_physical().cast(pl.Int64) + 2
 
     def transform(self, frame: pl.DataFrame, with_label: bool = True) -> Encoded:
         """Encode a checked table (with ``DOMAIN_KEY``); unseen values map to OOV / domain D."""
