@@ -208,7 +208,7 @@ class ModelConfig(_Frozen):
 
     @model_validator(mode="after")
     def _method_takes_the_backbone(self) -> ModelConfig:
-        from mdctr.registry import FAMILY, NO_NETWORK, OWN_NETWORK
+        from mdctr.registry import BACKBONES, FAMILY, NO_NETWORK, OWN_NETWORK
 
         if self.multidomain in OWN_NETWORK and self.backbone != "dnn":
             raise ValueError(
@@ -219,8 +219,8 @@ class ModelConfig(_Frozen):
         if self.multidomain in FAMILY and self.backbone in NO_NETWORK:
             raise ValueError(
                 f"model.backbone {self.backbone!r} has no hidden network for model.multidomain "
-                f"{self.multidomain!r} to share; use a deep backbone (dnn, wdl, deepfm, dcnv2, autoint, "
-                f"autoint_plus, fgcnn, hiformer) or model.multidomain: separate"
+                f"{self.multidomain!r} to share; use a deep backbone "
+                f"({', '.join(b for b in BACKBONES if b not in NO_NETWORK)}) or model.multidomain: separate"
             )
         return self
 
