@@ -67,9 +67,7 @@ def _body(spec: InputSpec, cfg: ModelConfig) -> BodyMaker:
     without its logit layer (the family's towers make the logits)."""
 
     def make() -> Backbone:
-        model = BACKBONES[cfg.backbone](spec, cfg)
-        model.embedding, model.head = None, None
-        return model
+        return BACKBONES[cfg.backbone](spec, cfg, body_only=True)
 
     return make
 

@@ -9,7 +9,7 @@ from torch import nn
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import InputSpec
 from mdctr.nn.interaction import InteractingLayer
 from mdctr.nn.mlp import mlp_from_config
 
@@ -18,15 +18,16 @@ class AutoInt(Backbone):
     """fields (B, F, dim) -> interacting layers -> flatten [, MLP(flat fields)] -> Linear. (One
     Linear over both parts is AutoInt+'s sum of two logits.)"""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, with_mlp: bool = False) -> None:
-        super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        a, fields = cfg.attention, self.embedding.num_fields
+    def __init__(
+        self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False, with_mlp: bool = False
+    ) -> None:
+        super().__init__(body_only)
+        self._embed(spec, cfg)
+        a, fields = cfg.attention, self.num_fields
         dims = [cfg.embedding_dim] + [a.heads * a.dim] * a.layers
         self.attention = nn.ModuleList(InteractingLayer(d, a.dim, a.heads, a.residual) for d in dims[:-1])
         self.mlp = mlp_from_config(fields * cfg.embedding_dim, cfg) if with_mlp else None
-        self.out_features = fields * dims[-1] + (self.mlp.out_features if self.mlp is not None else 0)
-        self.head = nn.Linear(self.out_features, 1)
+        self._output(fields * dims[-1] + (self.mlp.out_features if self.mlp is not None else 0))
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         x = fields
@@ -37,6 +38,6 @@ class AutoInt(Backbone):
         return torch.cat([x.flatten(1), self.mlp(fields.flatten(1))], 1)
 
 
-def autoint_plus(spec: InputSpec, cfg: ModelConfig) -> AutoInt:
+def autoint_plus(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> AutoInt:
     """AutoInt+: interacting layers and an MLP, logits summed."""
-    return AutoInt(spec, cfg, with_mlp=True)
+    return AutoInt(spec, cfg, body_only, with_mlp=True)

@@ -10,21 +10,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding
+from mdctr.nn.embedding import FieldEmbedding, InputSpec, embedding_from_config
 
 
 class Backbone(nn.Module):
     """``logit = head(represent(fields)) + wide(fields)`` with ``fields = embedding(batch)``.
 
-    Subclasses set ``embedding``, ``head`` (``out_features`` -> 1) and ``out_features``, and
-    define ``represent`` (the network below the logit, (B, F, dim) -> (B, out_features)) and,
-    where the model has logit terms that skip the network (first order, FM), ``wide``.
+    Subclasses build their network between ``_embed`` (sets ``embedding`` and ``num_fields``)
+    and ``_output`` (sets ``out_features`` and ``head``), and define ``represent`` (the network
+    below the logit, (B, F, dim) -> (B, out_features)) and, where the model has logit terms that
+    skip the network (first order, FM), ``wide``. With ``body_only`` the backbone has neither
+    embedding nor head: it is a bottom or expert of a multi-domain model, which embeds once.
     """
 
     embedding: FieldEmbedding | None
-    head: nn.Linear
+    head: nn.Linear | None
+    num_fields: int
     out_features: int
+
+    def __init__(self, body_only: bool) -> None:
+        super().__init__()
+        self.body_only = body_only
+
+    def _embed(self, spec: InputSpec, cfg: ModelConfig) -> None:
+        self.embedding = None if self.body_only else embedding_from_config(spec, cfg)
+        self.num_fields = spec.fields(cfg.domain_as_feature)
+
+    def _output(self, out_features: int) -> None:
+        self.out_features = out_features
+        self.head = None if self.body_only else nn.Linear(out_features, 1)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise NotImplementedError

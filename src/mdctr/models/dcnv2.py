@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import InputSpec
 from mdctr.nn.interaction import CrossNetwork
 from mdctr.nn.mlp import mlp_from_config
 
@@ -16,16 +15,15 @@ from mdctr.nn.mlp import mlp_from_config
 class DCNv2(Backbone):
     """flat embeddings x0 -> stacked: MLP(cross(x0)); parallel: [cross(x0), MLP(x0)] -> Linear -> logits."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        width = self.embedding.num_fields * cfg.embedding_dim
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
+        super().__init__(body_only)
+        self._embed(spec, cfg)
+        width = self.num_fields * cfg.embedding_dim
         c = cfg.cross
         self.cross = CrossNetwork(width, c.layers, c.rank, c.experts)
         self.parallel = c.structure == "parallel"
         self.mlp = mlp_from_config(width, cfg)
-        self.out_features = self.mlp.out_features + (width if self.parallel else 0)
-        self.head = nn.Linear(self.out_features, 1)
+        self._output(self.mlp.out_features + (width if self.parallel else 0))
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         x0 = fields.flatten(1)

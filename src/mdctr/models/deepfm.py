@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.models.backbone import Backbone
 from mdctr.models.linear import FirstOrder
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import InputSpec
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import mlp_from_config
 
@@ -17,14 +16,13 @@ from mdctr.nn.mlp import mlp_from_config
 class DeepFM(Backbone):
     """logit = bias + sum(first-order weights) + FM(embeddings) + MLP(embeddings)."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
+        super().__init__(body_only)
+        self._embed(spec, cfg)
         self.first_order = FirstOrder(spec, cfg)
         self.fm = FactorizationMachine()
-        self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
-        self.out_features = self.mlp.out_features
-        self.head = nn.Linear(self.out_features, 1)
+        self.mlp = mlp_from_config(self.num_fields * cfg.embedding_dim, cfg)
+        self._output(self.mlp.out_features)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.mlp(fields.flatten(1))

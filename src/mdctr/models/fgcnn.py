@@ -11,7 +11,7 @@ from torch import nn
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import InputSpec
 from mdctr.nn.interaction import PairwiseInnerProduct
 from mdctr.nn.mlp import mlp_from_config
 
@@ -48,18 +48,17 @@ class FeatureGeneration(nn.Module):
 class FGCNN(Backbone):
     """fields -> [fields, generated fields] -> [flat, inner products of all pairs] -> MLP -> logit."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        fields, g = self.embedding.num_fields, cfg.fgcnn
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
+        super().__init__(body_only)
+        self._embed(spec, cfg)
+        fields, g = self.num_fields, cfg.fgcnn
         self.generate = FeatureGeneration(
             fields, cfg.embedding_dim, g.channels, g.kernel_heights, g.pooling, g.recombined
         )
         total = fields + self.generate.new_fields
         self.inner = PairwiseInnerProduct(total)
         self.mlp = mlp_from_config(total * cfg.embedding_dim + self.inner.out_features, cfg)
-        self.out_features = self.mlp.out_features
-        self.head = nn.Linear(self.out_features, 1)
+        self._output(self.mlp.out_features)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         every = torch.cat([fields, self.generate(fields)], 1)

@@ -14,7 +14,7 @@ from torch import nn
 from mdctr.config import AttentionConfig, ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import InputSpec
 
 
 class HiformerLayer(nn.Module):
@@ -54,16 +54,15 @@ class HiformerLayer(nn.Module):
 class Hiformer(Backbone):
     """[task token, fields] -> Hiformer layers -> the task token's vector -> Linear -> logit."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
-        super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        tokens, d, a = self.embedding.num_fields + 1, cfg.embedding_dim, cfg.attention
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
+        super().__init__(body_only)
+        self._embed(spec, cfg)
+        tokens, d, a = self.num_fields + 1, cfg.embedding_dim, cfg.attention
         self.task_token = nn.Parameter(torch.zeros(1, 1, d))
         self.layers = nn.ModuleList(
             HiformerLayer(tokens, d, a, last=i == a.layers - 1) for i in range(a.layers)
         )
-        self.out_features = d
-        self.head = nn.Linear(d, 1)
+        self._output(d)
         nn.init.normal_(self.task_token, std=0.02)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -52,13 +52,12 @@ class FM(nn.Module):
 class WideDeep(Backbone):
     """Wide & Deep (Cheng et al., 2016): the first-order wide part + an MLP over the embeddings."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
-        super().__init__()
+    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
+        super().__init__(body_only)
+        self._embed(spec, cfg)
         self.first_order = FirstOrder(spec, cfg)
-        self.embedding = embedding_from_config(spec, cfg)
-        self.mlp = mlp_from_config(self.embedding.num_fields * cfg.embedding_dim, cfg)
-        self.out_features = self.mlp.out_features
-        self.head = nn.Linear(self.out_features, 1)
+        self.mlp = mlp_from_config(self.num_fields * cfg.embedding_dim, cfg)
+        self._output(self.mlp.out_features)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         return self.mlp(fields.flatten(1))
