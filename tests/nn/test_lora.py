@@ -7,7 +7,7 @@ from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.errors import InputError
 from mdctr.models.mlora import MLoRA
-from mdctr.nn.domain import merge_domain
+from mdctr.nn.domain import DomainRouting, merge_domain
 from mdctr.nn.embedding import InputSpec
 from mdctr.nn.lora import DomainLoRALinear, lora_layers, lora_rank
 from mdctr.registry import BACKBONES
@@ -39,6 +39,13 @@ def wrapped(backbone: str = "dnn", reduce: int = 4) -> tuple[torch.nn.Module, ML
     return base, MLoRA(copy.deepcopy(base), D, reduce, targets).eval()
 
 
+@pytest.fixture(params=["merged", "low_rank"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs a test on both segment paths: merged weights and per-segment low-rank matmuls."""
+    monkeypatch.setattr(DomainLoRALinear, "merges", lambda _self, _rows: request.param == "merged")
+    return request.param
+
+
 def randomise_adapters(model: MLoRA) -> None:
     torch.manual_seed(5)
     with torch.no_grad():
@@ -48,7 +55,7 @@ def randomise_adapters(model: MLoRA) -> None:
 
 
 @pytest.mark.parametrize("backbone", WITH_DENSE_LAYERS)
-def test_fresh_adapters_equal_the_base_exactly(backbone: str) -> None:
+def test_fresh_adapters_equal_the_base_exactly(backbone: str, path: str) -> None:
     base, model = wrapped(backbone)
     assert len(model.adapted) == (2 if backbone not in TARGETS else 3)
     batch = mixed_batch()
@@ -63,7 +70,7 @@ def test_rank_rule_and_shapes() -> None:
     assert second.lora_B.shape == (D, 1, 16)
 
 
-def test_mixed_batch_equals_each_domains_merged_model() -> None:
+def test_mixed_batch_equals_each_domains_merged_model(path: str) -> None:
     _, model = wrapped()
     randomise_adapters(model)
     batch = mixed_batch()
@@ -75,7 +82,7 @@ def test_mixed_batch_equals_each_domains_merged_model() -> None:
         torch.testing.assert_close(out[rows], plain(batch.index(rows)), atol=1e-5, rtol=0)
 
 
-def test_unseen_domain_gets_the_shared_model() -> None:
+def test_unseen_domain_gets_the_shared_model(path: str) -> None:
     base, model = wrapped()
     randomise_adapters(model)
     batch = mixed_batch()
@@ -97,7 +104,7 @@ def test_traceable_path_equals_the_segment_path() -> None:
     torch.testing.assert_close(direct, expected, atol=1e-5, rtol=0)
 
 
-def test_a_domain_batch_moves_only_its_own_adapter() -> None:
+def test_a_domain_batch_moves_only_its_own_adapter(path: str) -> None:
     _, model = wrapped()
     randomise_adapters(model)
     model.train()
@@ -110,6 +117,13 @@ def test_a_domain_batch_moves_only_its_own_adapter() -> None:
             assert param.grad[0].abs().sum() == 0 and param.grad[2].abs().sum() == 0
 
 
+def test_merged_weights_while_they_cost_less_than_the_low_rank_path() -> None:
+    layer = DomainLoRALinear(torch.nn.Linear(160, 256), DomainRouting(7), rank=16)
+    assert layer.merges(1024)  # 7 * 160 * 256 = 286,720 <= 1024 * 416 = 425,984
+    assert not layer.merges(512)
+    assert not DomainLoRALinear(torch.nn.Linear(160, 256), DomainRouting(11), rank=16).merges(1024)
+
+
 def test_targets_that_match_nothing_are_a_user_error() -> None:
     base = BACKBONES["dnn"](SPEC, CFG)
     with pytest.raises(
@@ -120,7 +134,7 @@ def test_targets_that_match_nothing_are_a_user_error() -> None:
         MLoRA(base, D, 4, ("tower.*",))
 
 
-def test_segment_backward_equals_autograd_of_the_traceable_path() -> None:
+def test_segment_backward_equals_autograd_of_the_traceable_path(path: str) -> None:
     _, model = wrapped()
     randomise_adapters(model)
     model = model.double()
