@@ -1,7 +1,8 @@
+import pytest
 import torch
 
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import FieldEmbedding, InputSpec, lookup
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import MLP
 
@@ -122,3 +123,21 @@ def test_hashing_is_the_same_in_another_process() -> None:
 
     here = SaltedHash(3, 2, 997, per_feature_rows=False)(torch.arange(300).view(100, 3)).flatten().tolist()
     assert other.strip() == str(here)
+
+
+@pytest.mark.parametrize("padding_idx", [None, 3])
+def test_lookup_equals_nn_embedding_in_values_and_gradients(padding_idx: int | None) -> None:
+    torch.manual_seed(0)
+    table = torch.nn.Embedding(10, 4, padding_idx=padding_idx)
+    rows = torch.randint(0, 10, (64, 5))
+    rows[0, 0] = 3  # the padding row appears at least once
+    grad = torch.randn(64, 5, 4)
+    reference = torch.autograd.grad(table(rows), table.weight, grad)[0]
+    out = lookup(table, rows)
+    assert out.grad_fn is not None and "Lookup" in type(out.grad_fn).__name__
+    assert torch.equal(out, table(rows))
+    torch.testing.assert_close(torch.autograd.grad(out, table.weight, grad)[0], reference)
+    if padding_idx is not None:
+        assert torch.autograd.grad(lookup(table, rows), table.weight, grad)[0][padding_idx].abs().sum() == 0
+    with torch.no_grad():
+        assert lookup(table, rows).grad_fn is None

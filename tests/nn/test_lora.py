@@ -118,10 +118,11 @@ def test_a_domain_batch_moves_only_its_own_adapter(path: str) -> None:
 
 
 def test_merged_weights_while_they_cost_less_than_the_low_rank_path() -> None:
-    layer = DomainLoRALinear(torch.nn.Linear(160, 256), DomainRouting(7), rank=16)
-    assert layer.merges(1024)  # 7 * 160 * 256 = 286,720 <= 1024 * 416 = 425,984
-    assert not layer.merges(512)
-    assert not DomainLoRALinear(torch.nn.Linear(160, 256), DomainRouting(11), rank=16).merges(1024)
+    layer = DomainLoRALinear(torch.nn.Linear(128, 256), DomainRouting(2), rank=16)
+    assert layer.merges(1024)  # 5 * 2 * 128 * 256 = 327,680 <= 2 * 1024 * 384 = 786,432
+    assert not layer.merges(400)
+    assert not DomainLoRALinear(torch.nn.Linear(128, 256), DomainRouting(7), rank=16).merges(1024)
+    assert DomainLoRALinear(torch.nn.Linear(128, 64), DomainRouting(7), rank=4).merges(1024)
 
 
 def test_targets_that_match_nothing_are_a_user_error() -> None:

@@ -15,6 +15,35 @@ EmbeddingKind = Literal["table", "hashed", "unified"]
 PRIME = 2_147_483_647  # 2^31 - 1: ids and multipliers below it keep every product inside int64
 
 
+class _Lookup(torch.autograd.Function):
+    """``weight[rows]`` whose backward is one ``index_add`` into a dense gradient; nn.Embedding's
+    backward sorts the indices first and measured 3x slower for a batch's lookups on CPU."""
+
+    @staticmethod
+    def forward(ctx, weight, rows, padding_idx):  # noqa: ANN001, ANN205
+        ctx.save_for_backward(rows)
+        ctx.table_rows, ctx.padding_idx = weight.shape[0], padding_idx
+        return weight.index_select(0, rows.reshape(-1)).view(*rows.shape, weight.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        (rows,) = ctx.saved_tensors
+        dim = grad.shape[-1]
+        grad_weight = grad.new_zeros(ctx.table_rows, dim).index_add_(
+            0, rows.reshape(-1), grad.reshape(-1, dim)
+        )
+        if ctx.padding_idx is not None:
+            grad_weight[ctx.padding_idx] = 0
+        return grad_weight, None, None
+
+
+def lookup(table: nn.Embedding, rows: torch.Tensor) -> torch.Tensor:
+    """``table(rows)``, with a faster backward while training (same values and gradients)."""
+    if not (torch.is_grad_enabled() and table.weight.requires_grad) or torch.compiler.is_exporting():
+        return table(rows)
+    return _Lookup.apply(table.weight, rows, table.padding_idx)
+
+
 class SaltedHash(nn.Module):
     """Deterministic universal hashing of ids: ``((a * id + b) mod p) mod buckets`` with ``(a, b)``
     fixed per feature and chunk (no Python ``hash()``: the same rows in every process; exportable
@@ -146,11 +175,11 @@ class FieldEmbedding(nn.Module):
         if batch.sparse.shape[1]:
             if self.hash is None:
                 rows = batch.sparse + self.offsets
-                vectors = self.categorical(rows)
+                vectors = lookup(self.categorical, rows)
                 parts.append(vectors if self.gate is None else vectors * self.gate(rows).unsqueeze(-1))
             else:
                 rows = self.hash(batch.sparse)  # (B, F, chunks)
-                parts.append(self.categorical(rows).flatten(2))
+                parts.append(lookup(self.categorical, rows).flatten(2))
         pool = _traceable_mean if torch.compiler.is_exporting() else _bag_mean
         parts.extend(
             pool(bag, ids).unsqueeze(1) for bag, ids in zip(self.sequence, batch.sequences, strict=True)
@@ -158,7 +187,7 @@ class FieldEmbedding(nn.Module):
         if self.numeric.shape[0]:
             parts.append(batch.dense.unsqueeze(-1) * self.numeric)
         if self.domain is not None:
-            parts.append(self.domain(batch.domain).unsqueeze(1))
+            parts.append(lookup(self.domain, batch.domain).unsqueeze(1))
         return torch.cat(parts, dim=1)
 
 
