@@ -193,6 +193,11 @@ def stat_domain(runs_: list[dict], domain: str) -> tuple[float, float]:
     return float(np.mean(values)), float(np.std(values))
 
 
+def label(spec: str) -> str:
+    """A model spec as the tables print it: ``none+model.embedding_dim=8`` -> ``none + embedding_dim=8``."""
+    return spec.replace("+model.", " + ")
+
+
 def markdown(rows: list[dict], speed: dict, name: str = "multidomain") -> str:
     out = [
         f"# {name.capitalize()} benchmark",
@@ -232,7 +237,7 @@ def markdown(rows: list[dict], speed: dict, name: str = "multidomain") -> str:
             speed = "-" if r["speed_vs_shared"] is None else f"{r['speed_vs_shared']:.2f}×"
             rate = "-" if not r["samples_per_s"] else f"{r['samples_per_s']:,.0f}"
             out.append(
-                f"| {r['model']} | {r['seeds']} | {r['wauc_mean']:.4f} ± {r['wauc_std']:.4f} | {delta} | "
+                f"| {label(r['model'])} | {r['seeds']} | {r['wauc_mean']:.4f} ± {r['wauc_std']:.4f} | {delta} | "
                 f"{r['mean_auc_mean']:.4f} | {r['auc_mean']:.4f} | {r['gauc_mean']:.4f} | {doms} | "
                 f"{r['params']:,} | {r['adapter_share']:.1%} | {rate} | {speed} | "
                 f"{', '.join(r['best_stages'])} |"
@@ -254,7 +259,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.errorbar(
             [r["wauc_mean"] for r in sub], range(len(sub)), xerr=[r["wauc_std"] for r in sub], fmt="o"
         )
-        ax.set_yticks(range(len(sub)), [r["model"] for r in sub])
+        ax.set_yticks(range(len(sub)), [label(r["model"]) for r in sub])
         if "oracle_wauc" in sub[0]:
             ax.axvline(sub[0]["oracle_wauc"], color="gray", linestyle="--", label="oracle")
             ax.legend()
