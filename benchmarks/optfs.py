@@ -59,33 +59,48 @@ def main() -> None:
                 )
                 print(rows[-1], flush=True)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "optfs.json").write_text(json.dumps({"task": args.task, "runs": rows}, indent=1) + "\n")
-    lines = [
-        "# OptFS benchmark",
-        "",
-        f"{args.task}, DNN defaults, {args.seeds} seeds, mean ± std. Command: "
-        f"`python benchmarks/optfs.py --task {args.task} --l1 {' '.join(map(str, args.l1))} --seeds {args.seeds}`.",
-        "",
-        "| l1 | plain AUC | search AUC | retrained AUC | Δ retrained - plain | values kept | params kept |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for l1 in args.l1:
-        sub = [r for r in rows if r["l1"] == l1]
+    path = RESULTS / "optfs.json"
+    results = json.loads(path.read_text()) if path.is_file() else {"tasks": {}}
+    command = (
+        f"python benchmarks/optfs.py --task {args.task} --l1 {' '.join(map(str, args.l1))} "
+        f"--seeds {args.seeds} --threads {args.threads}"
+    )
+    results["tasks"][args.task] = {"command": command, "runs": rows}
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    (RESULTS / "optfs.md").write_text(report(results["tasks"]))
 
-        def stat(key: str, sub: list[dict] = sub) -> str:
-            values = [r[key] for r in sub]
-            return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
 
-        delta = [r["retrained_auc"] - r["plain_auc"] for r in sub]
-        kept = np.mean(
-            [sum(k for k, _ in r["kept"].values()) / sum(n for _, n in r["kept"].values()) for r in sub]
-        )
-        params = np.mean([r["retrained_params"] / r["plain_params"] for r in sub])
-        lines.append(
-            f"| {l1:g} | {stat('plain_auc')} | {stat('search_auc')} | {stat('retrained_auc')} | "
-            f"{np.mean(delta):+.4f} ± {np.std(delta):.4f} | {kept:.1%} | {params:.1%} |"
-        )
-    (RESULTS / "optfs.md").write_text("\n".join(lines) + "\n")
+def report(tasks: dict[str, dict]) -> str:
+    """One table per task: AUC of the plain, search and retrained models, and what was kept."""
+    lines = ["# OptFS benchmark", "", "DNN defaults otherwise; mean ± std over seeds."]
+    for task, result in tasks.items():
+        rows = result["runs"]
+        lines += [
+            "",
+            f"## {task}",
+            "",
+            f"{len({r['seed'] for r in rows})} seeds. Command: `{result['command']}`.",
+            "",
+            "| l1 | plain AUC | search AUC | retrained AUC | Δ retrained - plain | values kept | params kept |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for l1 in dict.fromkeys(r["l1"] for r in rows):
+            sub = [r for r in rows if r["l1"] == l1]
+
+            def stat(key: str, sub: list[dict] = sub) -> str:
+                values = [r[key] for r in sub]
+                return f"{np.mean(values):.4f} ± {np.std(values):.4f}"
+
+            delta = [r["retrained_auc"] - r["plain_auc"] for r in sub]
+            kept = np.mean(
+                [sum(k for k, _ in r["kept"].values()) / sum(n for _, n in r["kept"].values()) for r in sub]
+            )
+            params = np.mean([r["retrained_params"] / r["plain_params"] for r in sub])
+            lines.append(
+                f"| {l1:g} | {stat('plain_auc')} | {stat('search_auc')} | {stat('retrained_auc')} | "
+                f"{np.mean(delta):+.4f} ± {np.std(delta):.4f} | {kept:.1%} | {params:.1%} |"
+            )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
