@@ -12,10 +12,12 @@ from mdctr.config import ModelConfig
 class Dropout(nn.Module):
     """Inverted dropout (drop with probability ``p``, scale the rest to keep the mean).
 
-    On CPU the mask is drawn by numpy's SFC64 generator as 16-bit integers, about 4x faster
-    than torch's dropout, whose ``bernoulli_`` took a quarter of a DNN training step. Each call seeds
-    it from torch's global generator, so ``torch.manual_seed`` and a checkpointed torch RNG
-    state reproduce every mask. ``p`` is rounded to a multiple of 1/65536.
+    On CPU the mask is drawn as raw 16-bit words of numpy's SFC64 generator and built in numpy
+    as one float32 array (0 or the scale), so the layer costs one multiply each way: about 3x
+    faster than a boolean mask converted in torch, and 6x faster than torch's dropout, whose
+    ``bernoulli_`` took a quarter of a DNN training step. Each call seeds the generator from
+    torch's global one, so ``torch.manual_seed`` and a checkpointed torch RNG state reproduce
+    every mask. ``p`` is rounded to a multiple of 1/65536.
     """
 
     LEVELS = 1 << 16
@@ -34,11 +36,9 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, training=True)
         seed = int(torch.randint(0, 1 << 62, ()))
-        draws = np.random.Generator(np.random.SFC64(seed)).integers(
-            0, self.LEVELS, tuple(x.shape), dtype=np.uint16
-        )
-        keep = torch.from_numpy(draws >= self.threshold)
-        return x * keep.to(x.dtype).mul_(self.scale)
+        words = np.random.SFC64(seed).random_raw(-(-x.numel() // 4)).view(np.uint16)[: x.numel()]
+        mask = np.multiply(words >= self.threshold, np.float32(self.scale), dtype=np.float32)
+        return x * torch.from_numpy(mask).view(x.shape).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
