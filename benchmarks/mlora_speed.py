@@ -3,7 +3,7 @@
 
     python benchmarks/mlora_speed.py --tasks ml1m-age ml1m-gender synthetic --repeat 3
 
-Each repeat runs the plain model and then MLoRA (mixed-domain batches, joint recipe) for one
+A run of some tasks keeps the others' results in the file. Each repeat runs the plain model and then MLoRA (mixed-domain batches, joint recipe) for one
 epoch; the ratio is taken per repeat and summarised by its median, so slow drifts of the
 machine cancel. Writes ``results/mlora-speed.json``.
 """
@@ -28,7 +28,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    out = {"threads": args.threads, "backbone": args.backbone, "tasks": {}}
+    path = RESULTS / "mlora-speed.json"
+    out = json.loads(path.read_text()) if path.is_file() else {"tasks": {}}
+    if (out.get("threads"), out.get("backbone")) != (args.threads, args.backbone):
+        out = {"threads": args.threads, "backbone": args.backbone, "tasks": {}}
     for task in args.tasks:
         rates: dict[str, list[float]] = {"none": [], "mlora": []}
         for _ in range(args.repeat):
@@ -40,7 +43,7 @@ def main() -> None:
         print(
             f"{task}: none {rates['none']}, mlora {rates['mlora']}, median ratio {statistics.median(ratios):.3f}"
         )
-    (RESULTS / "mlora-speed.json").write_text(json.dumps(out, indent=1) + "\n")
+        path.write_text(json.dumps(out, indent=1) + "\n")  # per task: a later task's run keeps the others
 
 
 if __name__ == "__main__":
