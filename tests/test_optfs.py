@@ -26,7 +26,23 @@ def test_temperature_grows_geometrically_and_travels_with_the_weights() -> None:
     assert "temperature" in gate.state_dict() and float(gate.state_dict()["temperature"]) == pytest.approx(
         100.0
     )
+    gate(torch.tensor([[0, 3]]))
     assert float(gate.extra_loss().detach()) == pytest.approx(1e-3 * torch.sigmoid(torch.tensor(5.0)).item())
+    assert float(gate.extra_loss()) == 0.0  # forgotten once taken
+
+
+def test_the_l1_penalty_reaches_only_the_batchs_values() -> None:
+    gate = FeatureGate(6, init=0.5, l1=0.1, final_temperature=10.0)
+    rows = torch.tensor([[1, 4], [1, 2]])
+    gate(rows)
+    gate.extra_loss().backward()
+    g = torch.sigmoid(torch.tensor(0.5))
+    expected = torch.zeros(6)
+    expected[[1, 4, 2]] = torch.tensor([2.0, 1.0, 1.0]) * 0.1 / 4 * g * (1 - g)  # d mean / d logit, t = 1
+    torch.testing.assert_close(gate.logit.grad, expected)
+    gate.eval()
+    gate(rows)
+    assert float(gate.extra_loss()) == 0.0  # evaluation leaves no penalty behind
 
 
 def test_gates_scale_the_categorical_vectors() -> None:

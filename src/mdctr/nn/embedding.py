@@ -67,8 +67,13 @@ class FeatureGate(nn.Module):
     """OptFS: one gate per categorical value (row of the fused table), ``sigmoid(t * logit)``.
 
     The temperature ``t`` grows from 1 to ``final_temperature`` over training (``set_progress``),
-    so the gates end near 0 or 1; ``extra_loss`` is ``l1`` times the mean gate. A value is
-    selected when its logit ends positive.
+    so the gates end near 0 or 1; ``extra_loss`` is ``l1`` times the mean gate of the last
+    training batch's values. A value is selected when its logit ends positive.
+
+    The penalty covers the batch's values only, so it meets each value as often as its data
+    does. Over the whole table, Adam's per-parameter scaling turned the tiny penalty of a value
+    absent from the batch into a full-size step: every rare value closed whatever ``l1`` was
+    (ml1m-gender: l1 = 0.0003 and 0.001 both dropped 17-21 % of the users, retrained AUC -0.0016).
     """
 
     def __init__(self, rows: int, init: float, l1: float, final_temperature: float) -> None:
@@ -77,16 +82,22 @@ class FeatureGate(nn.Module):
         self.l1, self.final = l1, final_temperature
         # a buffer, so the best epoch's weights come back with that epoch's temperature
         self.register_buffer("temperature", torch.ones(()))
+        self._batch_gates: torch.Tensor | None = None
 
     def set_progress(self, fraction: float) -> None:
         """Training progress in [0, 1] -> temperature 1 ... final (geometric)."""
         self.temperature.fill_(self.final ** min(max(fraction, 0.0), 1.0))
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.temperature * self.logit[rows])
+        gates = torch.sigmoid(self.temperature * self.logit[rows])
+        if self.training:
+            self._batch_gates = gates
+        return gates
 
     def extra_loss(self) -> torch.Tensor:
-        return self.l1 * torch.sigmoid(self.temperature * self.logit).mean()
+        """``l1`` times the mean gate of the last training forward's values (then forgotten)."""
+        gates, self._batch_gates = self._batch_gates, None
+        return self.l1 * gates.mean() if gates is not None else self.logit.new_zeros(())
 
     def selected(self) -> torch.Tensor:
         return self.logit.detach() > 0
