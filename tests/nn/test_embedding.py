@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec, lookup
+from mdctr.nn.embedding import FieldEmbedding, InputSpec, _bag_mean, lookup
 from mdctr.nn.interaction import FactorizationMachine
 from mdctr.nn.mlp import MLP
 
@@ -141,3 +141,18 @@ def test_lookup_equals_nn_embedding_in_values_and_gradients(padding_idx: int | N
         assert torch.autograd.grad(lookup(table, rows), table.weight, grad)[0][padding_idx].abs().sum() == 0
     with torch.no_grad():
         assert lookup(table, rows).grad_fn is None
+
+
+def test_training_bag_mean_equals_embedding_bag_in_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    bag = torch.nn.EmbeddingBag(9, 4, mode="mean", padding_idx=0)
+    ids = torch.randint(0, 9, (32, 5))
+    ids[0] = 0  # an empty bag: zeros, no gradient
+    ids[1, 2:] = 0
+    grad = torch.randn(32, 4)
+    reference = torch.autograd.grad(bag(ids), bag.weight, grad)[0]
+    out = _bag_mean(bag, ids)
+    assert "BagMean" in type(out.grad_fn).__name__
+    torch.testing.assert_close(out, bag(ids))
+    assert out[0].abs().sum() == 0
+    torch.testing.assert_close(torch.autograd.grad(out, bag.weight, grad)[0], reference)

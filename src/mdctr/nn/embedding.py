@@ -37,11 +37,35 @@ class _Lookup(torch.autograd.Function):
         return grad_weight, None, None
 
 
+class _BagMean(torch.autograd.Function):
+    """Mean of each row's non-padding vectors, ids (B, L) -> (B, dim), with the same one
+    ``index_add`` backward as ``_Lookup`` (EmbeddingBag's backward sorts the ids first)."""
+
+    @staticmethod
+    def forward(ctx, weight, ids, padding_idx):  # noqa: ANN001, ANN205
+        keep = (ids != padding_idx).to(weight.dtype)
+        share = keep / keep.sum(1, keepdim=True).clamp(min=1)  # (B, L): 1/count or 0
+        vectors = weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
+        ctx.save_for_backward(ids, share)
+        ctx.table_rows, ctx.padding_idx = weight.shape[0], padding_idx
+        return (vectors * share.unsqueeze(-1)).sum(1)
+
+    @staticmethod
+    def backward(ctx, grad):  # noqa: ANN001, ANN205
+        ids, share = ctx.saved_tensors
+        rows = (share.unsqueeze(-1) * grad.unsqueeze(1)).reshape(-1, grad.shape[-1])
+        grad_weight = grad.new_zeros(ctx.table_rows, grad.shape[-1]).index_add_(0, ids.reshape(-1), rows)
+        grad_weight[ctx.padding_idx] = 0
+        return grad_weight, None, None
+
+
+def _training(weight: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and weight.requires_grad and not torch.compiler.is_exporting()
+
+
 def lookup(table: nn.Embedding, rows: torch.Tensor) -> torch.Tensor:
     """``table(rows)``, with a faster backward while training (same values and gradients)."""
-    if not (torch.is_grad_enabled() and table.weight.requires_grad) or torch.compiler.is_exporting():
-        return table(rows)
-    return _Lookup.apply(table.weight, rows, table.padding_idx)
+    return _Lookup.apply(table.weight, rows, table.padding_idx) if _training(table.weight) else table(rows)
 
 
 class SaltedHash(nn.Module):
@@ -203,7 +227,8 @@ class FieldEmbedding(nn.Module):
 
 
 def _bag_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
-    return bag(ids)
+    """``bag(ids)``, with a faster backward while training (same values and gradients)."""
+    return _BagMean.apply(bag.weight, ids, bag.padding_idx) if _training(bag.weight) else bag(ids)
 
 
 def _traceable_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
