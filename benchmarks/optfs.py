@@ -30,17 +30,21 @@ def main() -> None:
     parser.add_argument("--task", default="ml100k-gender")
     parser.add_argument("--l1", type=float, nargs="+", default=[0.001, 0.003])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=2024, help="seeds: first-seed, first-seed + 1, ...")
+    parser.add_argument(
+        "--init", type=float, default=0.05, help="model.optfs.init, the gates' starting logit"
+    )
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(2024, 2024 + args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             base = {"name": "optfs", "data": {"task": args.task}, "train": {"seed": seed}}
             plain = train_experiment(parse_experiment(base), Path(tmp) / f"plain{seed}")
             for l1 in args.l1:
                 search_dir = Path(tmp) / f"search{seed}-{l1}"
-                tree = {**base, "model": {"optfs": {"search": True, "l1": l1}}}
+                tree = {**base, "model": {"optfs": {"search": True, "l1": l1, "init": args.init}}}
                 search = train_experiment(parse_experiment(tree), search_dir)
                 keep = {**base, "data": {**base["data"], "keep": str(search_dir / SELECTION)}}
                 retrained = train_experiment(parse_experiment(keep), Path(tmp) / f"retrain{seed}-{l1}")
@@ -62,10 +66,14 @@ def main() -> None:
     path = RESULTS / "optfs.json"
     results = json.loads(path.read_text()) if path.is_file() else {"tasks": {}}
     command = (
-        f"python benchmarks/optfs.py --task {args.task} --l1 {' '.join(map(str, args.l1))} "
-        f"--seeds {args.seeds} --threads {args.threads}"
+        f"python benchmarks/optfs.py --task {args.task} --l1 {' '.join(map(str, args.l1))} --init {args.init:g} "
+        f"--seeds {args.seeds} --first-seed {args.first_seed} --threads {args.threads}"
     )
-    results["tasks"][args.task] = {"command": command, "runs": rows}
+    # one entry per task and gate init; runs of other seeds (e.g. another process's) are kept
+    entry = results["tasks"].setdefault(f"{args.task}, init {args.init:g}", {"commands": [], "runs": []})
+    done = {(r["seed"], r["l1"]) for r in rows}
+    entry["runs"] = [r for r in entry["runs"] if (r["seed"], r["l1"]) not in done] + rows
+    entry["commands"] = [c for c in entry["commands"] if c != command] + [command]
     path.write_text(json.dumps(results, indent=1) + "\n")
     (RESULTS / "optfs.md").write_text(report(results["tasks"]))
 
@@ -79,7 +87,9 @@ def report(tasks: dict[str, dict]) -> str:
             "",
             f"## {task}",
             "",
-            f"{len({r['seed'] for r in rows})} seeds. Command: `{result['command']}`.",
+            f"{len({r['seed'] for r in rows})} seeds. Commands: "
+            + ", ".join(f"`{c}`" for c in result["commands"])
+            + ".",
             "",
             "| l1 | plain AUC | search AUC | retrained AUC | Δ retrained - plain | values kept | params kept |",
             "|---|---|---|---|---|---|---|",
