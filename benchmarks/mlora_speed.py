@@ -3,9 +3,10 @@
 
     python benchmarks/mlora_speed.py --tasks ml1m-age ml1m-gender synthetic --repeat 3
 
-A run of some tasks keeps the others' results in the file. Each repeat runs the plain model and then MLoRA (mixed-domain batches, joint recipe) for one
+Each repeat runs the plain model and then MLoRA (mixed-domain batches, joint recipe) for one
 epoch; the ratio is taken per repeat and summarised by its median, so slow drifts of the
-machine cancel. Writes ``results/mlora-speed.json``.
+machine cancel. Writes ``results/mlora-speed.json``; a run of some tasks keeps the others'
+results there.
 """
 
 from __future__ import annotations

@@ -15,6 +15,17 @@ EmbeddingKind = Literal["table", "hashed", "unified"]
 PRIME = 2_147_483_647  # 2^31 - 1: ids and multipliers below it keep every product inside int64
 
 
+def _table_gradient(
+    ids: torch.Tensor, rows: torch.Tensor, table_rows: int, padding_idx: int | None
+) -> torch.Tensor:
+    """Dense (table_rows, dim) gradient: ``rows`` (n, dim) summed into the rows ``ids`` (n ids)
+    by one ``index_add``; the padding row gets none."""
+    grad_weight = rows.new_zeros(table_rows, rows.shape[-1]).index_add_(0, ids.reshape(-1), rows)
+    if padding_idx is not None:
+        grad_weight[padding_idx] = 0
+    return grad_weight
+
+
 class _Lookup(torch.autograd.Function):
     """``weight[rows]`` whose backward is one ``index_add`` into a dense gradient; nn.Embedding's
     backward sorts the indices first and measured 3x slower for a batch's lookups on CPU."""
@@ -28,13 +39,8 @@ class _Lookup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):  # noqa: ANN001, ANN205
         (rows,) = ctx.saved_tensors
-        dim = grad.shape[-1]
-        grad_weight = grad.new_zeros(ctx.table_rows, dim).index_add_(
-            0, rows.reshape(-1), grad.reshape(-1, dim)
-        )
-        if ctx.padding_idx is not None:
-            grad_weight[ctx.padding_idx] = 0
-        return grad_weight, None, None
+        grad_rows = grad.reshape(-1, grad.shape[-1])
+        return _table_gradient(rows, grad_rows, ctx.table_rows, ctx.padding_idx), None, None
 
 
 class _BagMean(torch.autograd.Function):
@@ -54,9 +60,7 @@ class _BagMean(torch.autograd.Function):
     def backward(ctx, grad):  # noqa: ANN001, ANN205
         ids, share = ctx.saved_tensors
         rows = (share.unsqueeze(-1) * grad.unsqueeze(1)).reshape(-1, grad.shape[-1])
-        grad_weight = grad.new_zeros(ctx.table_rows, grad.shape[-1]).index_add_(0, ids.reshape(-1), rows)
-        grad_weight[ctx.padding_idx] = 0
-        return grad_weight, None, None
+        return _table_gradient(ids, rows, ctx.table_rows, ctx.padding_idx), None, None
 
 
 def _training(weight: torch.Tensor) -> bool:
