@@ -38,3 +38,15 @@ def test_by_domain_without_shuffle_sorts_consecutive_rows() -> None:
     ids = [b.sparse[:, 0].numpy() for b in batches]
     np.testing.assert_array_equal(np.sort(np.concatenate(ids[:1])), np.arange(50))
     np.testing.assert_array_equal(np.sort(ids[2]), np.arange(100, 130))
+
+
+def test_batch_index_by_slice_mask_and_positions_agree() -> None:
+    rows = data(50, 3).rows
+    positions = torch.tensor([3, 4, 5, 6])
+    mask = torch.zeros(50, dtype=torch.bool)
+    mask[3:7] = True
+    for picked in (rows.index(slice(3, 7)), rows.index(mask), rows.index(positions)):
+        assert torch.equal(picked.sparse[:, 0], positions)
+        assert torch.equal(picked.domain, rows.domain[3:7])
+        assert torch.equal(picked.label, rows.label[3:7])
+        assert picked.dense.shape == (4, 0)
