@@ -1,7 +1,7 @@
 """mdctr against FuxiCTR, DeepCTR-Torch and torch-rechub on the same split (BENCHMARKS.md).
 
     python benchmarks/peers/run.py --task ml1m-gender            # quality: 3 seeds each
-    python benchmarks/peers/run.py --task ml1m-gender --speed    # speed: idle machine, 2 epochs each
+    python benchmarks/peers/run.py --task ml1m-gender --speed    # speed: idle machine, 3 rounds of 2 epochs
     python benchmarks/peers/run.py --report-only
 
 Writes the split once as CSV files (raw values, genres joined by "|") under the mdctr cache,
@@ -13,8 +13,9 @@ of the whole process tree (Ray's workers included), polled from /proc. The lean 
 PyTorch loop (``run_lean.py``) is the speed reference.
 
 Quality runs go to ``results/peers-runs.jsonl`` (one row per run, skipped when present);
-``--speed`` runs every library back to back and writes ``results/peers-speed.json`` with the
-matmul rate probed in the same process before and after (the compute bound). The report
+``--speed`` runs every library back to back, ``--repeat`` rounds (default 3, round robin, each
+figure the median of its rounds), and writes ``results/peers-speed.json`` with the matmul rate
+probed in the same process before and after every round (the compute bound). The report
 (``results/peers.md`` / ``peers.json``) takes AUC and memory from the quality runs and
 samples/s and preprocessing seconds from the speed run, so every ratio comes from one run.
 A library that fails to install or run is reported with its error.
@@ -299,6 +300,19 @@ def targets(rows: list[dict]) -> list[str]:
     return lines
 
 
+def median_run(rows: list[dict]) -> dict:
+    """The speed run of median samples/s (its preprocessing seconds: the median of the rounds),
+    with every round's figures kept; the first error when a round failed."""
+    failed = [r for r in rows if "error" in r]
+    if failed:
+        return failed[0]
+    rows = sorted(rows, key=lambda r: r["samples_per_s"])
+    out = dict(rows[len(rows) // 2])
+    out["preprocess_s"] = float(np.median([r["preprocess_s"] for r in rows]))
+    out["rounds"] = {k: [r[k] for r in rows] for k in ("samples_per_s", "preprocess_s")}
+    return out
+
+
 def markdown(rows: list[dict], speed: dict, task: str) -> str:
     def f(value: float | None, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
@@ -310,9 +324,11 @@ def markdown(rows: list[dict], speed: dict, task: str) -> str:
         " Adam 1e-3, dropout 0.2, early stopping patience 2, at most 10 epochs). Quality: mean ± std over the"
         " seeds (`results/peers-runs.jsonl`); peak RSS: the largest over those runs, whole process tree."
         f" Speed: `--speed`, every library back to back on an idle machine with {speed.get('threads', '?')}"
-        " threads, samples/s of the second (warm) training epoch; preprocessing: raw CSV files -> training-ready"
-        f" arrays, same run. Compute bound: dense-layer matmuls probed in that run at {f(speed.get('gflops'), '.0f')}"
-        " GFLOP/s; `bound` = share of it reached (dense FLOPs only). `x mdctr` = the library's figure / mdctr's.",
+        f" threads, {speed.get('repeat', 1)} round(s) round robin, each figure the median over the rounds of the"
+        " second (warm) training epoch's samples/s; preprocessing: raw CSV files -> training-ready arrays, same"
+        f" runs (median). Compute bound: dense-layer matmuls probed in that run at {f(speed.get('gflops'), '.0f')}"
+        f" GFLOP/s (probes {', '.join(f'{p:.0f}' for p in speed.get('probes', []))}); `bound` = share of it"
+        " reached (dense FLOPs only). `x mdctr` = the library's figure / mdctr's.",
         "",
         "| library | model | seeds | AUC | WAUC | logloss | per-domain AUC | epochs | samples/s | bound"
         " | preprocess s | peak RSS MB | samples/s x mdctr | preprocess x mdctr | RSS x mdctr | ΔAUC (std) | error |",
@@ -345,6 +361,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per run")
     parser.add_argument("--speed", action="store_true", help="speed run: 2 epochs per library, back to back")
+    parser.add_argument("--repeat", type=int, default=3, help="speed rounds; each figure is their median")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     RESULTS.mkdir(exist_ok=True)
@@ -354,24 +371,27 @@ def main() -> None:
         data = write_split(args.task)
         if args.speed:
             probe = [matmul_rate(args.threads, mlp_inputs("mdctr"))]
-            fast = {}
-            for library in args.libraries:
-                for model in args.models:
-                    row = run_one(library, model, 2024, data, args.threads, 2, args.timeout)
-                    if "error" not in row:
-                        row["samples_per_s"] = row["history"][-1]["samples_per_s"]
-                    fast[f"{library}/{model}"] = row
-                    print(
-                        f"speed {library} {model}: {row.get('samples_per_s', row.get('error'))}", flush=True
-                    )
-            probe.append(matmul_rate(args.threads, mlp_inputs("mdctr")))
+            rounds: dict[str, list[dict]] = {}
+            for _ in range(args.repeat):  # round robin: a slow spell of the machine hits every library
+                for library in args.libraries:
+                    for model in args.models:
+                        row = run_one(library, model, 2024, data, args.threads, 2, args.timeout)
+                        if "error" not in row:
+                            row["samples_per_s"] = row["history"][-1]["samples_per_s"]
+                        rounds.setdefault(f"{library}/{model}", []).append(row)
+                        print(
+                            f"speed {library} {model}: {row.get('samples_per_s', row.get('error'))}",
+                            flush=True,
+                        )
+                probe.append(matmul_rate(args.threads, mlp_inputs("mdctr")))
             speed = {
                 "task": args.task,
                 "threads": args.threads,
+                "repeat": args.repeat,
                 "gflops": float(np.mean(probe)),
                 "probes": probe,
+                "runs": {key: median_run(rows) for key, rows in rounds.items()},
             }
-            speed["runs"] = fast
             atomic_write_text(speed_path, json.dumps(speed, indent=1) + "\n")
         else:
             for seed in range(2024, 2024 + args.seeds):
