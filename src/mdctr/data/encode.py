@@ -158,7 +158,7 @@ class Encoder:
         n = frame.height
         sparse = (
             frame.select([self._ids(c, _as_text(frame, c)).fill_null(OOV).alias(c) for c in self.categorical])
-            .to_numpy()
+            .to_numpy(order="c")  # the row-major layout training gathers from, built once
             .astype(np.int64, copy=False)
             if self.categorical
             else np.zeros((n, 0), np.int64)
@@ -201,7 +201,7 @@ class Encoder:
         positions = [
             pl.col("ids").list.get(i, null_on_oob=True).fill_null(PAD).alias(str(i)) for i in range(max_len)
         ]
-        return ids.select(positions).to_numpy().astype(np.int64, copy=False)
+        return ids.select(positions).to_numpy(order="c").astype(np.int64, copy=False)
 
     def encode_table(self, frame: pl.DataFrame, where: str, need_label: bool) -> Encoded:
         """Check a raw table against the run's columns and encode it."""
