@@ -63,13 +63,17 @@ class _BagMean(torch.autograd.Function):
         return _table_gradient(ids, rows, ctx.table_rows, ctx.padding_idx), None, None
 
 
-def _training(weight: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and weight.requires_grad and not torch.compiler.is_exporting()
+def custom_backward(tensor: torch.Tensor) -> bool:
+    """Whether an op on ``tensor`` should run as its hand-written autograd Function: gradients
+    are recorded for it and no export is tracing (exports keep the plain, traceable ops)."""
+    return torch.is_grad_enabled() and tensor.requires_grad and not torch.compiler.is_exporting()
 
 
 def lookup(table: nn.Embedding, rows: torch.Tensor) -> torch.Tensor:
     """``table(rows)``, with a faster backward while training (same values and gradients)."""
-    return _Lookup.apply(table.weight, rows, table.padding_idx) if _training(table.weight) else table(rows)
+    return (
+        _Lookup.apply(table.weight, rows, table.padding_idx) if custom_backward(table.weight) else table(rows)
+    )
 
 
 class SaltedHash(nn.Module):
@@ -232,7 +236,7 @@ class FieldEmbedding(nn.Module):
 
 def _bag_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
     """``bag(ids)``, with a faster backward while training (same values and gradients)."""
-    return _BagMean.apply(bag.weight, ids, bag.padding_idx) if _training(bag.weight) else bag(ids)
+    return _BagMean.apply(bag.weight, ids, bag.padding_idx) if custom_backward(bag.weight) else bag(ids)
 
 
 def _traceable_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:

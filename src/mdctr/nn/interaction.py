@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mdctr.nn.embedding import custom_backward
+
 
 def _pairwise(fields: torch.Tensor, field_sum: torch.Tensor) -> torch.Tensor:
     """0.5 * sum_k ((sum_f e_fk)^2 - sum_f e_fk^2) = sum over field pairs of <e_i, e_j>."""
@@ -31,7 +33,7 @@ class FactorizationMachine(nn.Module):
     """Second-order FM term over fields (B, F, dim) -> (B,): sum over pairs of <e_i, e_j>."""
 
     def forward(self, fields: torch.Tensor) -> torch.Tensor:
-        if torch.is_grad_enabled() and fields.requires_grad and not torch.compiler.is_exporting():
+        if custom_backward(fields):
             return _FMFunction.apply(fields)
         return _pairwise(fields, fields.sum(dim=1))
 
