@@ -287,8 +287,10 @@ def targets(rows: list[dict]) -> list[str]:
                 continue
             best = pick(values, key=lambda r: r[key])
             value, rounds = ratio(ours[key], best[key]), ""
-            per_round = [ours.get("round_samples_per_s")] + [r.get("round_samples_per_s") for r in values]
-            if key == "samples_per_s" and all(per_round) and len({len(r) for r in per_round}) == 1:
+            per_round = (
+                [r.get("round_samples_per_s") for r in (ours, *values)] if key == "samples_per_s" else []
+            )
+            if per_round and all(per_round) and len({len(r) for r in per_round}) == 1:
                 # the machine drifts between rounds: compare within each round, report the median
                 ratios = [o / max(p) for o, *p in zip(*per_round, strict=True)]
                 value = float(np.median(ratios))

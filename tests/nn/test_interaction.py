@@ -19,7 +19,7 @@ def test_fm_closed_form_gradient_matches_autograd() -> None:
     assert torch.autograd.gradcheck(FactorizationMachine(), (fields,))
     grad = torch.randn(6, dtype=torch.float64)
     ours = torch.autograd.grad(FactorizationMachine()(fields), fields, grad)[0]
-    reference = torch.autograd.grad(
-        0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(1), fields, grad
-    )[0]
+    reference = torch.autograd.grad(0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(1), fields, grad)[
+        0
+    ]
     torch.testing.assert_close(ours, reference)
