@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/python -c "from mdctr.nn import native; native.segment_lora()"  # compiled kernels, ~20 s once
 	touch $(STAMP)
 
 demo: install

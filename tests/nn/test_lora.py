@@ -1,4 +1,5 @@
 import copy
+import shutil
 
 import pytest
 import torch
@@ -7,6 +8,7 @@ from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
 from mdctr.errors import InputError
 from mdctr.models.mlora import MLoRA
+from mdctr.nn import native
 from mdctr.nn.domain import DomainRouting, merge_domain
 from mdctr.nn.embedding import InputSpec
 from mdctr.nn.lora import DomainLoRALinear, lora_layers, lora_rank
@@ -39,10 +41,23 @@ def wrapped(backbone: str = "dnn", reduce: int = 4) -> tuple[torch.nn.Module, ML
     return base, MLoRA(copy.deepcopy(base), D, reduce, targets).eval()
 
 
-@pytest.fixture(params=["merged", "low_rank"])
+def require_kernels() -> None:
+    """Where a C++ compiler is on PATH the kernels must build; elsewhere their tests skip."""
+    if native.segment_lora() is None:
+        if shutil.which("c++") or shutil.which("g++"):
+            pytest.fail("a C++ compiler is here, yet mdctr's segment kernels did not build (see the log)")
+        pytest.skip("no C++ compiler: the compiled kernels cannot be built here")
+
+
+@pytest.fixture(params=["merged", "low_rank", "low_rank_compiled"])
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Runs a test on both segment paths: merged weights and per-segment low-rank matmuls."""
-    monkeypatch.setattr(DomainLoRALinear, "merges", lambda _self, _rows: request.param == "merged")
+    """Runs a test on every segment path: merged weights, and per-segment low-rank matmuls from
+    Python or from the compiled kernels."""
+    monkeypatch.setattr(DomainLoRALinear, "merges", lambda _self, _x: request.param == "merged")
+    if request.param == "low_rank_compiled":
+        require_kernels()
+    else:
+        monkeypatch.setattr(native, "segment_lora", lambda: None)
     return request.param
 
 
@@ -117,12 +132,59 @@ def test_a_domain_batch_moves_only_its_own_adapter(path: str) -> None:
             assert param.grad[0].abs().sum() == 0 and param.grad[2].abs().sum() == 0
 
 
-def test_merged_weights_while_they_cost_less_than_the_low_rank_path() -> None:
-    layer = DomainLoRALinear(torch.nn.Linear(128, 256), DomainRouting(2), rank=16)
-    assert layer.merges(1024)  # 5 * 2 * 128 * 256 = 327,680 <= 2 * 1024 * 384 = 786,432
-    assert not layer.merges(400)
-    assert not DomainLoRALinear(torch.nn.Linear(128, 256), DomainRouting(7), rank=16).merges(1024)
-    assert DomainLoRALinear(torch.nn.Linear(128, 64), DomainRouting(7), rank=4).merges(1024)
+def test_merged_weights_while_they_cost_less_than_the_low_rank_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    def layer(n_in: int, n_out: int, domains: int) -> DomainLoRALinear:
+        return DomainLoRALinear(torch.nn.Linear(n_in, n_out), DomainRouting(domains), rank=n_out // 16)
+
+    def batch(rows: int, n_in: int = 128) -> torch.Tensor:
+        return torch.zeros(rows, n_in)
+
+    monkeypatch.setattr(native, "segment_lora", lambda: None)  # the Python segment loop: c = 2/5
+    assert layer(128, 256, 2).merges(batch(1024))  # 5 * 2 * 128 * 256 = 327,680 <= 2 * 1024 * 384 = 786,432
+    assert not layer(128, 256, 2).merges(batch(400))
+    assert not layer(128, 256, 7).merges(batch(1024))
+    assert layer(128, 64, 7).merges(batch(1024))
+    monkeypatch.setattr(native, "segment_lora", lambda: "compiled")  # compiled kernels: c = 1/4
+    assert layer(128, 256, 3).merges(batch(1024))  # 4 * 3 * 128 * 256 = 393,216 <= 1024 * 384
+    assert not layer(128, 256, 4).merges(batch(1024))
+    assert not layer(128, 64, 7).merges(batch(1024))
+    assert layer(128, 256, 4).merges(batch(1024).double())  # float64 has no compiled kernels: c = 2/5
+
+
+def test_compiled_kernels_equal_the_python_segment_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    require_kernels()
+    torch.manual_seed(3)
+    routing = DomainRouting(4)
+    layer = DomainLoRALinear(torch.nn.Linear(24, 40), routing, rank=5)
+    with torch.no_grad():
+        layer.lora_B.normal_()
+        layer.lora_bias.normal_()
+    # domain 1 absent, 4 = unseen; at 2 threads (rows 0-149, 150-299) domain 2 spans both
+    segments = [(0, 0, 7), (2, 7, 180), (3, 180, 181), (4, 181, 300)]
+    x = torch.randn(300, 24)
+    grad = torch.randn(300, 40)
+    params = [layer.base_layer.weight, layer.base_layer.bias, layer.lora_A, layer.lora_B, layer.lora_bias]
+
+    def run() -> list[torch.Tensor]:
+        xs = x.clone().requires_grad_()
+        for p in params:
+            p.grad = None
+        out = layer.forward_segments(xs, segments)
+        out.backward(grad)
+        return [out.detach(), xs.grad, *(p.grad for p in params)]
+
+    monkeypatch.setattr(DomainLoRALinear, "merges", lambda _self, _x: False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        compiled = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert compiled[4].stride() == layer.lora_A.stride()  # A's gradient keeps A's (D, r, in) layout
+    assert compiled[4][1].abs().sum() == 0 and compiled[5][1].abs().sum() == 0  # absent domain: no gradient
+    monkeypatch.setattr(native, "segment_lora", lambda: None)
+    for got, expected in zip(compiled, run(), strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_targets_that_match_nothing_are_a_user_error() -> None:

@@ -76,8 +76,12 @@ def full_precision(function: Callable) -> Callable:
 
     @functools.wraps(function)
     def wrapper(ctx, *args):  # noqa: ANN001, ANN002, ANN202
-        args = [a.float() if isinstance(a, torch.Tensor) and a.dtype in HALF else a for a in args]
         device = next(a.device.type for a in args if isinstance(a, torch.Tensor))
+        if not torch.is_autocast_enabled(device) and not any(
+            isinstance(a, torch.Tensor) and a.dtype in HALF for a in args
+        ):
+            return function(ctx, *args)  # float32 already: skip the context (~2.5 us a call)
+        args = [a.float() if isinstance(a, torch.Tensor) and a.dtype in HALF else a for a in args]
         with torch.autocast(device, enabled=False):
             return function(ctx, *args)
 

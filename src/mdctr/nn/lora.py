@@ -10,10 +10,12 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Callable
+from types import ModuleType
 
 import torch
 from torch import nn
 
+from mdctr.nn import native
 from mdctr.nn.domain import DomainLinear, DomainRouting, full_precision, replace_modules
 
 
@@ -22,28 +24,42 @@ def lora_rank(units: int, reduce: int) -> int:
     return max(units // reduce, 1)
 
 
+def _kernels(x: torch.Tensor) -> ModuleType | None:
+    """The compiled per-segment kernels where they apply to ``x`` (CPU, float32 once in the
+    layer), else None."""
+    return native.segment_lora() if x.device.type == "cpu" and x.dtype != torch.float64 else None
+
+
 class SegmentLoRA(torch.autograd.Function):
     """``y = x W^T + b``, then ``y[a:b] += (x[a:b] A_d) B_d + b_d`` per segment ``(d, a, b)``.
 
     One full-batch matmul for the shared weight; the adapters cost ``B * r * (in + out)`` in
-    small per-domain matmuls written in place (no concatenation, no per-domain autograd nodes).
-    Segments of the unseen domain (d = D) get the shared output only.
+    small per-domain matmuls written in place (no concatenation, no per-domain autograd nodes):
+    issued by the compiled kernels (``native.segment_lora``) where they are built, else from
+    Python, at several times their arithmetic in dispatch. Segments of the unseen domain (d = D)
+    get the shared output only.
     """
 
     @staticmethod
     @full_precision
     def forward(ctx, x, weight, bias, lora_a, lora_b, lora_bias, segments):  # noqa: ANN001, ANN205
         out = torch.addmm(bias, x, weight.T) if bias is not None else x @ weight.T
-        low = x.new_empty(x.shape[0], lora_a.shape[-1])
-        sizes = [b - a for _, a, b in segments]  # the segments tile the batch
-        parts = zip(x.split(sizes), low.split(sizes), out.split(sizes), strict=True)
-        a_d, b_d, bias_d = lora_a.unbind(), lora_b.unbind(), lora_bias.unbind()
-        for (d, _, _), (xs, lows, outs) in zip(segments, parts, strict=True):
-            if d < len(a_d):
-                torch.mm(xs, a_d[d], out=lows)
-                outs.addmm_(lows, b_d[d]).add_(bias_d[d])
+        kernels = _kernels(x)
+        if kernels is not None:
+            x = x.contiguous()
+            a_t = lora_a.transpose(1, 2).contiguous()
+            low = kernels.forward(x, out, a_t, lora_b.contiguous(), lora_bias.contiguous(), segments)
+        else:
+            low = x.new_empty(x.shape[0], lora_a.shape[-1])
+            sizes = [b - a for _, a, b in segments]  # the segments tile the batch
+            parts = zip(x.split(sizes), low.split(sizes), out.split(sizes), strict=True)
+            a_d, b_d, bias_d = lora_a.unbind(), lora_b.unbind(), lora_bias.unbind()
+            for (d, _, _), (xs, lows, outs) in zip(segments, parts, strict=True):
+                if d < len(a_d):
+                    torch.mm(xs, a_d[d], out=lows)
+                    outs.addmm_(lows, b_d[d]).add_(bias_d[d])
         ctx.save_for_backward(x, weight, lora_a, lora_b, low)
-        ctx.segments, ctx.sizes, ctx.has_bias = segments, sizes, bias is not None
+        ctx.segments, ctx.kernels, ctx.has_bias = segments, kernels, bias is not None
         return out
 
     @staticmethod
@@ -55,8 +71,13 @@ class SegmentLoRA(torch.autograd.Function):
         grad_x = grad @ weight if need[0] else None
         grad_w = grad.T @ x if need[1] else None
         grad_bias = grad.sum(0) if need[2] and ctx.has_bias else None
+        if ctx.kernels is not None:
+            a_t, b = lora_a.transpose(1, 2).contiguous(), lora_b.contiguous()
+            into = grad_x if grad_x is not None else grad.new_empty(0)  # empty: x needs no gradient
+            grad_a_t, grad_b, grad_lb = ctx.kernels.backward(grad, x, low, into, a_t, b, ctx.segments)
+            return grad_x, grad_w, grad_bias, grad_a_t.transpose(1, 2), grad_b, grad_lb, None
         grad_a, grad_b, grad_lb = (torch.zeros_like(t) for t in (lora_a, lora_b, lora_b[:, 0]))  # A's strides
-        sizes = ctx.sizes
+        sizes = [b - a for _, a, b in ctx.segments]
         parts = zip(
             grad.split(sizes),
             x.split(sizes),
@@ -186,18 +207,22 @@ class DomainLoRALinear(DomainLinear):
         )
         return torch.cat([shared + self.lora_bias, shared.unsqueeze(0)])
 
-    def merges(self, rows: int) -> bool:
-        """Whether a batch of ``rows`` runs on merged weights (MergedLoRA) rather than per-segment
-        low-rank matmuls (SegmentLoRA): while ``D * in * out <= 0.4 * rows * (in + out)``. Merging
-        splits the layer's own matmuls by domain, which costs more as domains multiply; 0.4 is
-        where the two crossed in fwd+bwd timings at 2 threads (1,024 rows: merged 10-15 % faster
-        at D = 2, 5-10 % slower at D = 7 on 128x256 and 256x128 layers)."""
+    def merges(self, x: torch.Tensor) -> bool:
+        """Whether the batch ``x`` runs on merged weights (MergedLoRA) rather than per-segment
+        low-rank matmuls (SegmentLoRA): while ``D * in * out <= c * rows * (in + out)``. Merging
+        splits the layer's own matmuls by domain, which costs more as domains multiply. ``c`` is
+        where the two crossed in fwd+bwd timings at 2 threads on 128x256, 256x128 and 128x64
+        layers, 1,024 rows: 1/4 with the compiled segment kernels (merged wins at 2-3 domains,
+        segments from 4-5), 2/5 without them (merged 10-15 % faster at 2 domains, 5-10 % slower
+        at 7)."""
         n_out, n_in = self.base_layer.weight.shape
-        return 5 * self.domains * n_in * n_out <= 2 * rows * (n_in + n_out)
+        if _kernels(x) is not None:
+            return 4 * self.domains * n_in * n_out <= x.shape[0] * (n_in + n_out)
+        return 5 * self.domains * n_in * n_out <= 2 * x.shape[0] * (n_in + n_out)
 
     def forward_segments(self, x: torch.Tensor, segments: list[tuple[int, int, int]]) -> torch.Tensor:
         base = self.base_layer
-        function = MergedLoRA if self.merges(x.shape[0]) else SegmentLoRA
+        function = MergedLoRA if self.merges(x) else SegmentLoRA
         return function.apply(x, base.weight, base.bias, self.lora_A, self.lora_B, self.lora_bias, segments)
 
     def forward_traceable(self, x: torch.Tensor, domain: torch.Tensor) -> torch.Tensor:

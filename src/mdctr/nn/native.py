@@ -1,0 +1,46 @@
+"""Compiled kernels, built on first use with PyTorch's C++ extension tooling (a C++ compiler
+and ninja) and cached by PyTorch (``~/.cache/torch_extensions``, or ``TORCH_EXTENSIONS_DIR``).
+
+They are an acceleration only: where a kernel cannot be built (no compiler, no BLAS symbol in
+this PyTorch build) or ``MDCTR_NATIVE=0`` is set, callers fall back to their PyTorch path and
+one warning line says why. ``make install`` builds them ahead of time.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+log = logging.getLogger(__name__)
+SOURCE = Path(__file__).with_name("segment_lora.cpp")
+
+
+@functools.cache
+def segment_lora() -> ModuleType | None:
+    """The per-segment MLoRA kernels (``forward``, ``backward``; see ``segment_lora.cpp``), or None."""
+    if os.environ.get("MDCTR_NATIVE", "1") == "0":
+        return None
+    if shutil.which("ninja") is None:  # the ninja wheel's binary sits next to this interpreter
+        os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    start = time.perf_counter()
+    try:
+        from torch.utils.cpp_extension import load
+
+        module = load(
+            "mdctr_segment_lora",
+            [str(SOURCE)],
+            extra_cflags=["-O3", "-march=native", "-std=c++20"],
+            verbose=False,
+        )
+    except Exception as error:  # noqa: BLE001 - any build failure means: use the PyTorch path
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("MLoRA runs without its compiled kernels (slower): %s", reason)
+        return None
+    log.debug("segment_lora kernels ready in %.1f s", time.perf_counter() - start)
+    return module
