@@ -35,7 +35,8 @@ def segment_lora() -> ModuleType | None:
         module = load(
             "mdctr_segment_lora",
             [str(SOURCE)],
-            extra_cflags=["-O3", "-march=native", "-std=c++20"],
+            extra_cflags=["-O3", "-march=native", "-std=c++20", "-fopenmp"],
+            extra_ldflags=["-fopenmp"],
             verbose=False,
         )
     except Exception as error:  # noqa: BLE001 - any build failure means: use the PyTorch path

@@ -187,24 +187,28 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, co
   const bool has_grad_x = grad_x.numel() > 0;
   if (has_grad_x) check(grad_x, "grad_x");
   const int64_t domains = a_t.size(0), rank = a_t.size(1), n_in = a_t.size(2), n_out = b.size(2);
-  // Gradients by domain; a segment split between two threads' row ranges sends the later
-  // thread's part to that thread's spare set, added in after.
+  // Gradients by domain; the part of a segment that began in the previous thread's row range
+  // goes to the thread's spare set (one domain at most), added in after.
   const int max_threads = std::max(1, at::get_num_threads());
-  auto grad_a_t = at::zeros({max_threads, domains, rank, n_in}, x.options());
-  auto grad_b = at::zeros({max_threads, domains, rank, n_out}, x.options());
-  auto grad_bias = at::zeros({max_threads, domains, n_out}, x.options());
+  auto grad_a_t = at::zeros_like(a_t), grad_b = at::zeros_like(b);
+  auto grad_bias = at::zeros({domains, n_out}, x.options());
+  auto spare_a_t = at::zeros({max_threads, rank, n_in}, x.options());
+  auto spare_b = at::zeros({max_threads, rank, n_out}, x.options());
+  auto spare_bias = at::zeros({max_threads, n_out}, x.options());
   auto grad_low = at::empty({x.size(0), rank}, x.options());
   std::vector<int64_t> spare(max_threads, -1);  // the domain in thread t's spare set
   const float *gp = grad.data_ptr<float>(), *xp = x.data_ptr<float>(), *lowp = low.data_ptr<float>(),
               *ap = a_t.data_ptr<float>(), *bp = b.data_ptr<float>();
   float *gap = grad_a_t.data_ptr<float>(), *gbp = grad_b.data_ptr<float>(), *gbiasp = grad_bias.data_ptr<float>(),
         *glp = grad_low.data_ptr<float>(), *gxp = has_grad_x ? grad_x.data_ptr<float>() : nullptr;
+  float *spare_ap = spare_a_t.data_ptr<float>(), *spare_bp = spare_b.data_ptr<float>(),
+        *spare_biasp = spare_bias.data_ptr<float>();
   each_part(segments, domains, x.size(0), [&](int64_t t, int64_t d, int64_t start, int64_t rows, bool first) {
     if (!first) spare[t] = d;
-    const int64_t slot = (first ? 0 : t) * domains + d;
     const TimesTransposed times_b(bp + d * rank * n_out, rank, n_out);
-    const Out grad_bd{gbp + slot * rank * n_out, n_out}, grad_ad{gap + slot * rank * n_in, n_in};
-    float* gbias = gbiasp + slot * n_out;
+    const Out grad_bd{first ? gbp + d * rank * n_out : spare_bp + t * rank * n_out, n_out};
+    const Out grad_ad{first ? gap + d * rank * n_in : spare_ap + t * rank * n_in, n_in};
+    float* gbias = first ? gbiasp + d * n_out : spare_biasp + t * n_out;
     for (int64_t i = start; i < start + rows; i += ROW_BLOCK) {
       const int64_t m = std::min(ROW_BLOCK, start + rows - i);
       const In g{gp + i * n_out, n_out}, xs{xp + i * n_in, n_in}, ls{lowp + i * rank, rank};
@@ -221,12 +225,13 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, co
       }
     }
   });
-  for (int t = 1; t < max_threads; ++t) {
+  for (int t = 0; t < max_threads; ++t) {
     if (spare[t] < 0) continue;
-    const int64_t d = spare[t];
-    for (auto& g : {grad_a_t, grad_b, grad_bias}) g[0][d].add_(g[t][d]);
+    grad_a_t[spare[t]].add_(spare_a_t[t]);
+    grad_b[spare[t]].add_(spare_b[t]);
+    grad_bias[spare[t]].add_(spare_bias[t]);
   }
-  return {grad_a_t[0], grad_b[0], grad_bias[0]};
+  return {grad_a_t, grad_b, grad_bias};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
