@@ -209,15 +209,14 @@ class DomainLoRALinear(DomainLinear):
 
     def merges(self, x: torch.Tensor) -> bool:
         """Whether the batch ``x`` runs on merged weights (MergedLoRA) rather than per-segment
-        low-rank matmuls (SegmentLoRA): while ``D * in * out <= c * rows * (in + out)``. Merging
-        splits the layer's own matmuls by domain, which costs more as domains multiply. ``c`` is
-        where the two crossed in fwd+bwd timings at 2 threads on 128x256, 256x128 and 128x64
-        layers, 1,024 rows: 1/4 with the compiled segment kernels (merged wins at 2-3 domains,
-        segments from 4-5), 2/5 without them (merged 10-15 % faster at 2 domains, 5-10 % slower
-        at 7)."""
-        n_out, n_in = self.base_layer.weight.shape
+        low-rank products (SegmentLoRA). With the compiled kernels, never: they were faster at
+        every shape timed (2-7 domains; 128x256, 256x128, 128x64 layers; 1,024 rows; fwd+bwd,
+        2 threads). Without them, while ``D * in * out <= 0.4 * rows * (in + out)``: merging
+        splits the layer's own matmuls by domain, which costs more as domains multiply, and 0.4
+        is where the two crossed (merged 10-15 % faster at 2 domains, 5-10 % slower at 7)."""
         if _kernels(x) is not None:
-            return 4 * self.domains * n_in * n_out <= x.shape[0] * (n_in + n_out)
+            return False
+        n_out, n_in = self.base_layer.weight.shape
         return 5 * self.domains * n_in * n_out <= 2 * x.shape[0] * (n_in + n_out)
 
     def forward_segments(self, x: torch.Tensor, segments: list[tuple[int, int, int]]) -> torch.Tensor:
