@@ -8,6 +8,7 @@ from torch import nn
 from mdctr.data.batch import Batch
 from mdctr.errors import InputError
 from mdctr.models.stages import Stage, shared_parameters
+from mdctr.nn import native
 from mdctr.nn.domain import DomainRouting
 from mdctr.nn.lora import inject_lora, lora_layers
 
@@ -31,6 +32,7 @@ class MLoRA(nn.Module):
                 f"model.lora.targets {list(targets)} match no dense layer of "
                 f"{type(backbone).__name__}; its layers are: {', '.join(linears)}"
             )
+        native.segment_lora()  # loaded (or built) with the model, not inside the first training step
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.routing.run(batch, self.backbone)

@@ -184,7 +184,6 @@ class DomainLoRALinear(DomainLinear):
         self.lora_B = nn.Parameter(torch.zeros(d, rank, n_out))
         self.lora_bias = nn.Parameter(torch.zeros(d, n_out))
         self.reset_A()
-        native.segment_lora()  # loaded (or built) with the model, not inside the first training step
 
     def reset_A(self, domains: slice | None = None) -> None:
         """Fresh random ``A`` (as nn.Linear's init, fan-in = in); ``B`` and ``b_d`` untouched."""
