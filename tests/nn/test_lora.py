@@ -222,3 +222,16 @@ def test_segment_backward_equals_autograd_of_the_traceable_path(path: str) -> No
     fast, reference = grads(False), grads(True)
     for name in reference:
         torch.testing.assert_close(fast[name], reference[name], atol=1e-10, rtol=1e-8, msg=name)
+
+
+def test_compiled_kernels_refuse_segments_and_shapes_that_do_not_fit() -> None:
+    require_kernels()
+    kernels = native.segment_lora()
+    x, out = torch.randn(10, 6), torch.randn(10, 5)
+    a_t, b, bias = torch.randn(2, 3, 6), torch.randn(2, 3, 5), torch.randn(2, 5)
+    with pytest.raises(RuntimeError, match=r"segment \(1, 4, 11\) outside the batch's 10 rows"):
+        kernels.forward(x, out, a_t, b, bias, [(0, 0, 4), (1, 4, 11)])
+    with pytest.raises(RuntimeError, match="where"):
+        kernels.forward(x, torch.randn(10, 4), a_t, b, bias, [(0, 0, 10)])
+    with pytest.raises(RuntimeError, match="must be a contiguous float32 CPU tensor"):
+        kernels.forward(x.double(), out, a_t, b, bias, [(0, 0, 10)])

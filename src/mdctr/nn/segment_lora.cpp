@@ -8,7 +8,7 @@
 // rows, where BLAS runs at a fraction of its speed and, called per segment from Python, costs
 // more in dispatch than in arithmetic. So the products are written out as register-blocked
 // loops over float vectors (GCC/Clang vector extensions, built with -march=native: 16 floats
-// are one AVX-512 register), and the segments are spread over PyTorch's threads.
+// are one AVX-512 register), and the rows are split over PyTorch's threads.
 
 #include <ATen/Parallel.h>
 #include <torch/extension.h>
@@ -129,6 +129,15 @@ void check(const at::Tensor& t, const char* name) {
               " must be a contiguous float32 CPU tensor");
 }
 
+// Checks each tensor's sizes (-1: any).
+void shapes(std::initializer_list<std::pair<const at::Tensor&, std::vector<int64_t>>> expected) {
+  for (const auto& [t, sizes] : expected) {
+    bool ok = t.dim() == static_cast<int64_t>(sizes.size());
+    for (size_t i = 0; ok && i < sizes.size(); ++i) ok = sizes[i] < 0 || t.size(i) == sizes[i];
+    TORCH_CHECK(ok, "segment_lora: a tensor of sizes ", t.sizes(), " where ", sizes, " was expected");
+  }
+}
+
 using Segments = std::vector<std::array<int64_t, 3>>;  // (domain, start, stop), sorted by domain
 
 // Splits the rows into one contiguous range per thread, as PyTorch's elementwise ops and the
@@ -139,6 +148,10 @@ using Segments = std::vector<std::array<int64_t, 3>>;  // (domain, start, stop),
 // thread's range. Returns the number of threads used.
 template <typename F>
 int each_part(const Segments& segments, int64_t domains, int64_t total, F f) {
+  for (const auto& [d, start, stop] : segments) {
+    TORCH_CHECK(d >= 0 && 0 <= start && start <= stop && stop <= total, "segment (", d, ", ", start, ", ", stop,
+                ") outside the batch's ", total, " rows");
+  }
   const int threads = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), total / 64));
   const int64_t chunk = (total + threads - 1) / threads;
   at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
@@ -161,6 +174,7 @@ at::Tensor forward(const at::Tensor& x, at::Tensor& out, const at::Tensor& a_t, 
                    const at::Tensor& bias, const Segments& segments) {
   for (auto& [t, name] : {std::pair{x, "x"}, {out, "out"}, {a_t, "A^T"}, {b, "B"}, {bias, "bias"}}) check(t, name);
   const int64_t domains = a_t.size(0), rank = a_t.size(1), n_in = a_t.size(2), n_out = b.size(2);
+  shapes({{x, {-1, n_in}}, {out, {x.size(0), n_out}}, {b, {domains, rank, n_out}}, {bias, {domains, n_out}}});
   auto low = at::empty({x.size(0), rank}, x.options());
   const float *xp = x.data_ptr<float>(), *ap = a_t.data_ptr<float>(), *bp = b.data_ptr<float>(),
               *biasp = bias.data_ptr<float>();
@@ -186,7 +200,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& x, co
   for (auto& [t, name] : {std::pair{grad, "grad"}, {x, "x"}, {low, "low"}, {a_t, "A^T"}, {b, "B"}}) check(t, name);
   const bool has_grad_x = grad_x.numel() > 0;
   if (has_grad_x) check(grad_x, "grad_x");
-  const int64_t domains = a_t.size(0), rank = a_t.size(1), n_in = a_t.size(2), n_out = b.size(2);
+  const int64_t domains = a_t.size(0), rank = a_t.size(1), n_in = a_t.size(2), n_out = b.size(2), n = x.size(0);
+  shapes({{x, {-1, n_in}}, {grad, {n, n_out}}, {low, {n, rank}}, {b, {domains, rank, n_out}}});
+  if (has_grad_x) shapes({{grad_x, {n, n_in}}});
   // Gradients by domain; the part of a segment that began in the previous thread's row range
   // goes to the thread's spare set (one domain at most), added in after.
   const int max_threads = std::max(1, at::get_num_threads());
