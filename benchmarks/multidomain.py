@@ -168,13 +168,12 @@ def summarise(all_runs: list[dict], speed: dict, models: tuple[str, ...] = tuple
             row["oracle_wauc"] = float(np.mean([r["oracle"]["wauc"] for r in runs_]))
         rows.append(row)
     for row in rows:
-        base = next(
+        base = next(  # the plain shared model (no overrides), whatever order the runs came in
             (
                 r
                 for r in rows
                 if r["task"] == row["task"]
-                and r["multidomain"] == "none"
-                and r["backbone"] == row["backbone"]
+                and parse_model(r["model"]) == ("none", "joint", row["backbone"], [])
             ),
             None,
         )
