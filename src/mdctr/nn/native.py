@@ -26,6 +26,10 @@ def segment_lora() -> ModuleType | None:
     """The per-segment MLoRA kernels (``forward``, ``backward``; see ``segment_lora.cpp``), or None."""
     if os.environ.get("MDCTR_NATIVE", "1") == "0":
         return None
+    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension compiles with
+    if shutil.which(compiler) is None:
+        log.warning("MLoRA runs without its compiled kernels (slower): no C++ compiler %r on PATH", compiler)
+        return None
     if shutil.which("ninja") is None:  # the ninja wheel's binary sits next to this interpreter
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     start = time.perf_counter()
@@ -40,8 +44,13 @@ def segment_lora() -> ModuleType | None:
             verbose=False,
         )
     except Exception as error:  # noqa: BLE001 - any build failure means: use the PyTorch path
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        log.warning("MLoRA runs without its compiled kernels (slower): %s", reason)
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        log.warning(
+            "MLoRA runs without its compiled kernels (slower): building %s failed: %s",
+            SOURCE.name,
+            lines[-1][:300] if lines else type(error).__name__,
+        )
+        log.debug("the build's full error: %s", error)
         return None
     log.debug("segment_lora kernels ready in %.1f s", time.perf_counter() - start)
     return module
