@@ -2,7 +2,7 @@
 
     python benchmarks/multidomain.py --tasks synthetic ml1m-age ml1m-gender --seeds 5
     python benchmarks/multidomain.py --tasks synthetic --models none mlora star --seeds 5
-    python benchmarks/multidomain.py --speed --tasks ml1m-age    # samples/s, idle machine
+    python benchmarks/multidomain.py --speed --tasks ml1m-age    # samples/s, idle machine, 3 rounds
 
 A model is ``NAME[:RECIPE][@BACKBONE][+key=value...]`` (e.g. ``mlora:two_stage``,
 ``mlora@deepfm``, ``mlora+train.adapter.lr=0.0001``: ``--set``-style overrides). Every
@@ -110,19 +110,21 @@ def load_runs(path: Path) -> list[dict]:
 
 
 def measure_speed(
-    task: str, specs: list[str], rows: int | None, base: tuple[str, ...] = ()
-) -> dict[str, float]:
+    task: str, specs: list[str], rows: int | None, base: tuple[str, ...] = (), repeat: int = 1
+) -> dict[str, list[float]]:
     """Training samples/s of one epoch per model, back to back in this process (run it on an
-    otherwise idle machine); the shared model runs first and last, its mean is the reference."""
+    otherwise idle machine), ``repeat`` rounds round robin; each round runs the shared model
+    first and last. Returns every model's rates, one per run."""
     order = ["none", *[s for s in specs if s != "none"], "none"]
     rates: dict[str, list[float]] = {}
-    for spec in order:
-        record = run_one(task, spec, 2024, rows, extra=(*base, "train.epochs=1"))
-        rates.setdefault(spec, []).append(record["samples_per_s"])
-        print(f"{task} {spec}: {record['samples_per_s']:,.0f} samples/s", flush=True)
-    drift = rates["none"][1] / rates["none"][0]
-    print(f"{task}: shared model last/first = {drift:.3f}", flush=True)
-    return {spec: float(np.mean(v)) for spec, v in rates.items()}
+    for round_ in range(repeat):
+        for spec in order:
+            record = run_one(task, spec, 2024, rows, extra=(*base, "train.epochs=1"))
+            rates.setdefault(spec, []).append(record["samples_per_s"])
+            print(f"{task} round {round_ + 1} {spec}: {record['samples_per_s']:,.0f} samples/s", flush=True)
+        drift = rates["none"][-1] / rates["none"][-2]
+        print(f"{task} round {round_ + 1}: shared model last/first = {drift:.3f}", flush=True)
+    return rates
 
 
 def load_speed(path: Path) -> dict:
@@ -204,8 +206,9 @@ def markdown(rows: list[dict], speed: dict, name: str = "multidomain") -> str:
         "Test split, mean ± std over seeds (BENCHMARKS.md settings; the seeds' torch threads and git "
         f"commit are in `{name}-runs.jsonl`). `Δ WAUC` in units of the larger std of the pair. "
         f"samples/s: one training epoch per model back to back on an idle machine with "
-        f"{speed.get('threads', '?')} threads (`--speed`; two-stage models: the adapter stage); `speed` = "
-        "samples/s / the shared model's (`none`, same backbone) from that same run. "
+        f"{speed.get('threads', '?')} threads, the median over the rounds of `--speed` (every run is in "
+        f"`{name}-speed.json`; two-stage models: the adapter stage); `speed` = "
+        "samples/s / the shared model's (`none`, same backbone) from that same pass. "
         f"Command: see `benchmarks/{name}.py`.",
         "",
     ]
@@ -288,6 +291,9 @@ def main(
     parser.add_argument(
         "--speed", action="store_true", help="measure training speed (one epoch per model) instead of quality"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="--speed: rounds round robin; each figure is the median"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
@@ -296,9 +302,13 @@ def main(
     speed = load_speed(speed_path)
     if args.speed:
         for task in args.tasks:
-            speed["tasks"][task] = measure_speed(task, args.models, args.rows, base)
-        speed["threads"] = args.threads
-        speed_path.write_text(json.dumps(speed, indent=1) + "\n")
+            runs_ = measure_speed(task, args.models, args.rows, base, args.repeat)
+            speed["tasks"][task] = {spec: float(np.median(v)) for spec, v in runs_.items()}
+            speed.setdefault("runs", {})[task] = runs_  # every run's samples/s, for the record
+            speed["threads"] = args.threads
+            speed_path.write_text(
+                json.dumps(speed, indent=1) + "\n"
+            )  # per task: an interrupted pass keeps it
     for task in [] if args.report_only or args.speed else args.tasks:
         for seed in range(2024, 2024 + args.seeds):
             for spec in args.models:
