@@ -306,9 +306,8 @@ def main(
             speed["tasks"][task] = {spec: float(np.median(v)) for spec, v in runs_.items()}
             speed.setdefault("runs", {})[task] = runs_  # every run's samples/s, for the record
             speed["threads"] = args.threads
-            speed_path.write_text(
-                json.dumps(speed, indent=1) + "\n"
-            )  # per task: an interrupted pass keeps it
+            # written per task: an interrupted pass keeps the tasks it finished
+            speed_path.write_text(json.dumps(speed, indent=1) + "\n")
     for task in [] if args.report_only or args.speed else args.tasks:
         for seed in range(2024, 2024 + args.seeds):
             for spec in args.models:
