@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mdctr.nn import native
-from mdctr.nn.domain import DomainRouting
+from mdctr.nn.domain import DomainRouting, domain_segments
 from mdctr.nn.lora import DomainLoRALinear, MergedLoRA, SegmentLoRA
 
 SIZES = (28, 185, 355, 202, 95, 99, 60)  # rows per domain, as in an ml1m-age batch
@@ -49,8 +49,8 @@ def main() -> None:
     kernels = native.segment_lora()
     if kernels is None:
         raise SystemExit("the compiled kernels are not available here (see the warning above)")
-    stops = [sum(SIZES[: d + 1]) for d in range(len(SIZES))]
-    segments = [(d, stop - n, stop) for d, (n, stop) in enumerate(zip(SIZES, stops, strict=True))]
+    batch_segments = domain_segments(list(SIZES))
+    rows = sum(SIZES)
     torch.manual_seed(0)
     print("| layer (rank) | plain µs | merged weights | per-segment from Python | compiled kernels |")
     print("|---|---|---|---|---|")
@@ -60,9 +60,9 @@ def main() -> None:
             layer.lora_B.normal_()
             layer.lora_bias.normal_()
         base = layer.base_layer
-        x = torch.randn(stops[-1], n_in, requires_grad=True)
-        grad = torch.randn(stops[-1], n_out)
-        inputs = (x, base.weight, base.bias, layer.lora_A, layer.lora_B, layer.lora_bias, segments)
+        x = torch.randn(rows, n_in, requires_grad=True)
+        grad = torch.randn(rows, n_out)
+        inputs = (x, base.weight, base.bias, layer.lora_A, layer.lora_B, layer.lora_bias, batch_segments)
 
         paths = {
             "plain": lambda base=base, x=x, grad=grad: base(x).backward(grad),

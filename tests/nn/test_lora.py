@@ -1,5 +1,4 @@
 import copy
-import shutil
 
 import pytest
 import torch
@@ -44,7 +43,7 @@ def wrapped(backbone: str = "dnn", reduce: int = 4) -> tuple[torch.nn.Module, ML
 def require_kernels() -> None:
     """Where a C++ compiler is on PATH the kernels must build; elsewhere their tests skip."""
     if native.segment_lora() is None:
-        if shutil.which("c++") or shutil.which("g++"):
+        if native.has_compiler():
             pytest.fail("a C++ compiler is here, yet mdctr's segment kernels did not build (see the log)")
         pytest.skip("no C++ compiler: the compiled kernels cannot be built here")
 

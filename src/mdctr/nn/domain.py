@@ -22,6 +22,13 @@ from torch import nn
 from mdctr.data.batch import Batch
 
 
+def domain_segments(counts: list[int]) -> list[tuple[int, int, int]]:
+    """``(domain, start, stop)`` of each non-empty domain in a batch sorted by domain, from the
+    rows per domain."""
+    stops = itertools.accumulate(counts)
+    return [(d, stop - n, stop) for d, (n, stop) in enumerate(zip(counts, stops, strict=True)) if n]
+
+
 class DomainRouting:
     """Per-batch routing state shared by every domain-aware layer of one model.
 
@@ -45,11 +52,7 @@ class DomainRouting:
                 order = torch.argsort(domain, stable=True)
                 batch = batch.index(order)
                 domain = batch.domain
-            counts = torch.bincount(domain, minlength=self.domains + 1).tolist()
-            stops = list(itertools.accumulate(counts))
-            self.segments = [
-                (d, stop - n, stop) for d, (n, stop) in enumerate(zip(counts, stops, strict=True)) if n
-            ]
+            self.segments = domain_segments(torch.bincount(domain, minlength=self.domains + 1).tolist())
         self.domain = domain
         try:
             out = forward(batch)

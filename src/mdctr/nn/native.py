@@ -1,9 +1,9 @@
 """Compiled kernels, built on first use with PyTorch's C++ extension tooling (a C++ compiler
 and ninja) and cached by PyTorch (``~/.cache/torch_extensions``, or ``TORCH_EXTENSIONS_DIR``).
 
-They are an acceleration only: where a kernel cannot be built (no compiler, no BLAS symbol in
-this PyTorch build) or ``MDCTR_NATIVE=0`` is set, callers fall back to their PyTorch path and
-one warning line says why. ``make install`` builds them ahead of time.
+They are an acceleration only: where a kernel cannot be built (no C++ compiler, a failed
+build) or ``MDCTR_NATIVE=0`` is set, callers fall back to their PyTorch path and one warning
+line says why. ``make install`` builds them ahead of time.
 """
 
 from __future__ import annotations
@@ -21,14 +21,25 @@ log = logging.getLogger(__name__)
 SOURCE = Path(__file__).with_name("segment_lora.cpp")
 
 
+def compiler_name() -> str:
+    """The C++ compiler ``torch.utils.cpp_extension`` builds with: ``CXX``, else ``c++``."""
+    return os.environ.get("CXX", "c++")
+
+
+def has_compiler() -> bool:
+    """Whether that compiler is on PATH (without it the kernels are skipped, not attempted)."""
+    return shutil.which(compiler_name()) is not None
+
+
 @functools.cache
 def segment_lora() -> ModuleType | None:
     """The per-segment MLoRA kernels (``forward``, ``backward``; see ``segment_lora.cpp``), or None."""
     if os.environ.get("MDCTR_NATIVE", "1") == "0":
         return None
-    compiler = os.environ.get("CXX", "c++")  # what torch.utils.cpp_extension compiles with
-    if shutil.which(compiler) is None:
-        log.warning("MLoRA runs without its compiled kernels (slower): no C++ compiler %r on PATH", compiler)
+    if not has_compiler():
+        log.warning(
+            "MLoRA runs without its compiled kernels (slower): no C++ compiler %r on PATH", compiler_name()
+        )
         return None
     if shutil.which("ninja") is None:  # the ninja wheel's binary sits next to this interpreter
         os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
