@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from mdctr.config import parse_experiment
+from mdctr.data.synthetic import SCHEMA
 from mdctr.data.table import prepare
-from mdctr.data.tasks import SYNTHETIC_FEATURES
 from mdctr.features import rank_features
 from mdctr.pipeline import train_experiment
 
@@ -50,14 +50,14 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     data = prepare(parse_experiment({"name": "rank", "data": {"task": "synthetic", "rows": args.rows}}).data)
     start = time.perf_counter()
-    ranking = rank_features(data.train, data.roles)
+    ranking = rank_features(data.train, data.schema)
     rank_s = time.perf_counter() - start
     order = [f.name for f in ranking.features if f.name != "domain"]
     dropped = order[-args.drop :]
-    kept = tuple(f for f in SYNTHETIC_FEATURES if f.name not in dropped)
+    kept = tuple(f for f in SCHEMA.features if f.name not in dropped)
     runs: dict[str, list[dict]] = {"all": [], "kept": []}
     for seed in range(2024, 2024 + args.seeds):
-        runs["all"].append(train(args.rows, SYNTHETIC_FEATURES, seed))
+        runs["all"].append(train(args.rows, SCHEMA.features, seed))
         runs["kept"].append(train(args.rows, kept, seed))
         print(seed, runs["all"][-1], runs["kept"][-1], flush=True)
     summary = {

@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from mdctr.config import parse_experiment
-from mdctr.pipeline import SELECTION, train_experiment
+from mdctr.layout import SELECTION
+from mdctr.pipeline import train_experiment
 
 RESULTS = Path(__file__).parent / "results"
 

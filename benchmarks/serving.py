@@ -57,7 +57,7 @@ def timed(fn, repeats: int, warmup: int = 50) -> dict[str, float]:  # noqa: ANN0
 
 
 def in_process(run: Path, candidates: list[dict], sizes: list[int]) -> list[dict]:
-    onnx, eager = Predictor(run, threads=1), Predictor(run, backend="torch", threads=1)
+    onnx, eager = Predictor(run, threads=1), Predictor(run, backend="torch")  # torch: 1 thread, set in main
     rows = []
     for n in sizes:
         records = candidates[:n]
@@ -278,7 +278,7 @@ def main() -> None:
             train_experiment(experiment, run)
         predictor = Predictor(run, backend="torch")
         frame = prepare(predictor.run.experiment.data).test.head(max(args.sizes + [args.http_candidates]))
-        candidates = frame.drop(predictor.encoder.roles.label).to_dicts()
+        candidates = frame.drop(predictor.encoder.schema.labels).to_dicts()
         experiment = predictor.run.experiment
         info = {
             "run": experiment.name,

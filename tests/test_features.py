@@ -9,16 +9,14 @@ from sklearn.metrics import mutual_info_score
 from typer.testing import CliRunner
 
 from mdctr.cli import app
-from mdctr.data.synthetic import NOISE, SyntheticSpec, generate
-from mdctr.data.table import Roles, with_domain_key
-from mdctr.data.tasks import SYNTHETIC_FEATURES
+from mdctr.data.synthetic import NOISE, SCHEMA, SyntheticSpec, generate
 from mdctr.features import codes, mutual_information, rank_features, redundancy
 
 from .conftest import click_table, table_config
 
 
 def synthetic(rows: int = 60_000) -> pl.DataFrame:
-    return with_domain_key(generate(SyntheticSpec(rows=rows, seed=5)), ("domain",))
+    return generate(SyntheticSpec(rows=rows, seed=5))
 
 
 def test_mutual_information_equals_scikit_learn() -> None:
@@ -45,8 +43,7 @@ def test_codes_keep_missing_values_apart_and_bin_numbers() -> None:
 
 
 def test_planted_noise_ranks_last_and_scores_about_zero() -> None:
-    roles = Roles("label", ("domain",), SYNTHETIC_FEATURES)
-    ranking = rank_features(synthetic(), roles)
+    ranking = rank_features(synthetic(), SCHEMA)
     names = [f.name for f in ranking.features]
     assert set(names[-2:]) == set(NOISE), names
     scores = {f.name: f.score for f in ranking.features}

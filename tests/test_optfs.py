@@ -8,9 +8,11 @@ import torch
 
 from mdctr.config import ModelConfig, parse_experiment
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.errors import InputError
-from mdctr.nn.embedding import FeatureGate, FieldEmbedding, InputSpec
-from mdctr.pipeline import SELECTION, train_experiment
+from mdctr.layout import SELECTION
+from mdctr.nn.embedding import FeatureGate, FieldEmbedding
+from mdctr.pipeline import train_experiment
 from mdctr.runs import load_run
 
 from .conftest import table_config

@@ -17,7 +17,7 @@ def step(model: torch.nn.Module, bf16: bool) -> tuple[torch.Tensor, dict[str, to
     b = batch()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits = model(b)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), b.label)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), b.labels[:, 0])
     loss.backward()
     return logits.float().detach(), {
         n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None

@@ -10,7 +10,7 @@ from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
 from mdctr.data.table import prepare
 from mdctr.errors import InputError
-from mdctr.models.stages import adapter_parameters
+from mdctr.models.protocols import adapter_parameters
 from mdctr.pipeline import train_experiment
 from mdctr.registry import build_model
 from mdctr.train import Trainer, TrainState, predict
@@ -26,7 +26,7 @@ def mlora_experiment(table_path: Path, **train: object) -> Experiment:
 
 def setup(exp: Experiment) -> tuple[torch.nn.Module, TensorData, TensorData]:
     data = prepare(exp.data)
-    enc = Encoder.fit(data.train, data.roles)
+    enc = Encoder.fit(data.train, data.schema)
     torch.manual_seed(exp.train.seed)
     return (
         build_model(enc.input_spec(), exp.model),
@@ -69,7 +69,9 @@ def test_a_useless_stage_two_falls_back_to_the_shared_model(table_path: Path) ->
     assert max(h["valid_auc"] for h in state.history[6:]) < stage_one[-1]
     from mdctr.metrics import auc
 
-    assert auc(valid.rows.label.numpy(), predict(model, valid)) == pytest.approx(stage_one[-1], abs=1e-12)
+    assert auc(valid.rows.labels[:, 0].numpy(), predict(model, valid)) == pytest.approx(
+        stage_one[-1], abs=1e-12
+    )
 
 
 def test_resume_inside_stage_two_equals_uninterrupted(table_path: Path, tmp_path: Path) -> None:

@@ -120,7 +120,11 @@ def test_separate_models_stop_early_per_domain(experiment: Experiment, tmp_path:
     curves = np.array([h["valid_domain_auc"] for h in result.state.history])  # (epochs, domains)
     run = load_run(tmp_path / "run")
     valid = TensorData(run.encoder.transform(prepare(exp.data).valid))
-    prob, label, domain = predict(run.model, valid), valid.rows.label.numpy(), valid.rows.domain.numpy()
+    prob, label, domain = (
+        predict(run.model, valid),
+        valid.rows.labels[:, 0].numpy(),
+        valid.rows.domain.numpy(),
+    )
     for d in range(curves.shape[1]):  # each domain's model is its own best epoch's
         assert auc(label[domain == d], prob[domain == d]) == pytest.approx(curves[:, d].max(), abs=1e-12)
         best = int(curves[:, d].argmax())

@@ -46,7 +46,7 @@ from common import CATEGORICAL, DOMAIN, EMBEDDING_DIM, HIDDEN, LABEL, SEQUENCE, 
 
 from mdctr.config import DataConfig  # noqa: E402
 from mdctr.data.cache import atomic_write_text, cache_dir  # noqa: E402
-from mdctr.data.table import DOMAIN_KEY, prepare  # noqa: E402
+from mdctr.data.table import domain_key, prepare  # noqa: E402
 
 LIBRARIES = {  # name -> (script, requirements file or None for mdctr's own environment, extra arguments)
     "mdctr": ("run_mdctr.py", None),
@@ -72,7 +72,7 @@ def write_split(task: str) -> Path:
             *CATEGORICAL,
             pl.col(SEQUENCE).list.join(SEQUENCE_SEP),
             pl.col(LABEL).cast(pl.Int8),
-            pl.col(DOMAIN_KEY).alias(DOMAIN),
+            domain_key(data.schema.domain).alias(DOMAIN),
         )
         atomic_write_text(folder / f"{split}.csv", frame.write_csv())
     return folder

@@ -37,9 +37,8 @@ from common import (
 )
 from torch import nn
 
-from mdctr.config import FeatureConfig
 from mdctr.data.encode import Encoder
-from mdctr.data.table import DOMAIN_KEY, Roles
+from mdctr.data.schema import Feature, Schema
 
 
 class Lean(nn.Module):
@@ -78,26 +77,25 @@ def encode(data) -> tuple[dict, list[int], int]:
         s: pl.read_csv(
             data / f"{s}.csv",
             schema_overrides={c: pl.String for c in (*CATEGORICAL, SEQUENCE, DOMAIN)},
-        ).with_columns(pl.col(DOMAIN).alias(DOMAIN_KEY))
+        )
         for s in SPLITS
     }
-    roles = Roles(
-        label=LABEL,
+    schema = Schema(
+        labels=(LABEL,),
         domain=(DOMAIN,),
         features=(
-            *(FeatureConfig(name=n) for n in CATEGORICAL),
-            FeatureConfig(name=SEQUENCE, kind="sequence", max_len=SEQUENCE_LEN, sep=SEQUENCE_SEP),
+            *(Feature(name=n) for n in CATEGORICAL),
+            Feature(name=SEQUENCE, kind="sequence", max_len=SEQUENCE_LEN, sep=SEQUENCE_SEP),
         ),
-        user=None,
     )
-    encoder = Encoder.fit(frames["train"], roles)
+    encoder = Encoder.fit(frames["train"], schema)
     out = {}
     for split, frame in frames.items():
         encoded = encoder.transform(frame)
         out[split] = (
             torch.as_tensor(encoded.sparse).contiguous(),
             torch.as_tensor(encoded.sequences[0]).contiguous(),
-            torch.as_tensor(encoded.label, dtype=torch.float32),
+            torch.as_tensor(encoded.labels[:, 0], dtype=torch.float32),
             frame[DOMAIN].cast(pl.String).to_numpy(),
         )
     spec = encoder.input_spec()

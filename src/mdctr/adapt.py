@@ -10,17 +10,17 @@ import polars as pl
 import torch
 from torch import nn
 
-from mdctr import runs
+from mdctr import layout, runs
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
-from mdctr.data.table import DOMAIN_KEY, check_table, read_table, split, with_domain_key
+from mdctr.data.table import check_table, domain_key, read_table, split
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
 from mdctr.models.mlora import MLoRA
-from mdctr.models.stages import Stage
+from mdctr.models.protocols import Stage
 from mdctr.nn.lora import lora_layers
 from mdctr.registry import build_model
-from mdctr.train import Trainer, predict
+from mdctr.train import Trainer, score
 from mdctr.weights import save_tensors
 
 log = logging.getLogger(__name__)
@@ -78,42 +78,39 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
         raise InputError(f"domain {domain!r} is already in {run_dir}; adapt adds a new domain")
     if out.exists() and any(out.iterdir()):
         raise InputError(f"{out} already holds files; choose another --out")
-    roles = run.encoder.roles
-    frame = read_table(data_path, roles.text_columns)
-    check_table(frame, roles, str(data_path))
-    frame = with_domain_key(frame, roles.domain).filter(pl.col(DOMAIN_KEY) == domain)
-    if frame.height < 10 or frame[roles.label].n_unique() < 2:
+    schema = run.encoder.schema
+    frame = read_table(data_path, schema.id_columns)
+    check_table(frame, schema, str(data_path))
+    frame = frame.filter(domain_key(schema.domain) == domain)
+    if frame.height < 10 or frame[schema.label].n_unique() < 2:
         raise InputError(
             f"{data_path}: need at least 10 rows of domain {domain!r} with both labels; found {frame.height}"
         )
-    encoder = Encoder(roles, run.encoder.vocabs, run.encoder.scalers, [*run.encoder.domains, domain])
-    train_part, valid, rest = split(frame, roles.label, 0.2, 0.001, run.experiment.train.seed)
+    encoder = Encoder(schema, run.encoder.vocabs, run.encoder.scalers, [*run.encoder.domains, domain])
+    train_part, valid, rest = split(frame, schema, 0.2, 0.001, run.experiment.train.seed)
     train = TensorData(encoder.transform(pl.concat([train_part, rest])))
     encoded_valid = encoder.transform(valid)
     valid_data = TensorData(encoded_valid)
 
-    torch.manual_seed(run.experiment.train.seed)
-    model = build_model(encoder.input_spec(), run.experiment.model)
-    with torch.no_grad():
-        grow_state(run.model.state_dict(), model)
     cfg = run.experiment.train
     cfg = cfg.model_copy(
         update={"weight_decay": 0.0, "adapter": cfg.adapter.model_copy(update={"weight_decay": 0.0})}
     )
-    out.mkdir(parents=True, exist_ok=True)
-    stage = _new_domain_stage(model, len(run.encoder.domains))
-    state = Trainer(model, cfg, out, stages=[stage]).fit(train, valid_data)
-    (out / "checkpoint.safetensors").unlink(missing_ok=True)
-    save_tensors(out / runs.BEST, model.state_dict())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(encoder.input_spec(), run.experiment.model)
+        with torch.no_grad():
+            grow_state(run.model.state_dict(), model)
+        out.mkdir(parents=True, exist_ok=True)
+        stage = _new_domain_stage(model, len(run.encoder.domains))
+        torch.manual_seed(cfg.seed)
+        state = Trainer(model, cfg, out, stages=[stage]).fit(train, valid_data)
+    (out / layout.CHECKPOINT).unlink(missing_ok=True)
+    save_tensors(out / layout.BEST, model.state_dict())
     runs.write_config(out, run.experiment)
-    encoder.save(out / runs.VOCAB)
-    metrics = evaluate(
-        valid_data.rows.label.numpy(),
-        predict(model, valid_data),
-        valid_data.rows.domain.numpy(),
-        encoder.domains,
-        encoded_valid.user,
-    )
-    runs.write_json(out / "metrics-adapt.json", {**metrics, "history": state.history})
+    encoder.save(out / layout.VOCAB)
+    scores = score(model, encoded_valid)
+    metrics = evaluate(scores.label, scores.main, scores.domain, encoder.domains, scores.user)
+    runs.write_json(out / layout.ADAPT_METRICS, {**metrics, "history": state.history})
     log.info("added domain %r: valid AUC %.4f after %d epochs", domain, state.best_auc, state.epoch)
     return metrics

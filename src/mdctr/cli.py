@@ -90,7 +90,7 @@ def features_rank(
     experiment = load_experiment(config, tuple(set_ or ()))
     _setup(experiment.train.threads)
     data = prepare(experiment.data)
-    ranking = rank_features(data.train, data.roles, permutations=permutations)
+    ranking = rank_features(data.train, data.schema, permutations=permutations)
     table = Table(title=f"{experiment.name}: features by noise-corrected MI ({ranking.rows:,} training rows)")
     for column in ("rank", "feature", "kind", "values", "MI", "chance MI", "score", "most redundant with"):
         table.add_column(
@@ -149,13 +149,14 @@ def evaluate_cmd(
     ] = None,
 ) -> None:
     """Per-domain metrics of a run; prints the table and writes metrics JSON."""
+    from mdctr.layout import METRICS, metrics_for
     from mdctr.pipeline import evaluate_run
     from mdctr.report import domain_table
-    from mdctr.runs import METRICS, write_json
+    from mdctr.runs import write_json
 
     _setup()
     metrics = evaluate_run(run, data)
-    target = out or run / (METRICS if data is None else f"metrics-{data.stem}.json")
+    target = out or run / (METRICS if data is None else metrics_for(data.stem))
     write_json(target, metrics)
     console.print(domain_table(metrics, f"{run.name} on {data or 'test split'}"))
     console.print(f"metrics: {target}")

@@ -17,22 +17,12 @@ from pydantic import (
     model_validator,
 )
 
+from mdctr.data.schema import Feature
 from mdctr.errors import InputError
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class FeatureConfig(_Frozen):
-    """One input column: ``categorical`` (ids), ``numeric`` (scaled float) or ``sequence`` (list)."""
-
-    name: str
-    kind: Literal["categorical", "numeric", "sequence"] = "categorical"
-    min_count: int = Field(1, ge=1, description="rarer values map to the out-of-vocabulary id")
-    max_len: int = Field(8, ge=1, description="sequence: keep the first max_len items")
-    sep: str = Field("|", min_length=1, description="sequence stored as text: item separator")
-    log1p: bool = Field(False, description="numeric: scale log(1 + max(x, 0)) instead of x")
 
 
 class SplitConfig(_Frozen):
@@ -57,10 +47,11 @@ class DataConfig(_Frozen):
     path: str | None = None
     valid_path: str | None = None
     test_path: str | None = None
-    label: str | None = None
+    label: str | tuple[str, ...] | None = Field(None, description="0/1 column, or one per task")
     domain: str | tuple[str, ...] | None = None
     user: str | None = Field(None, description="column whose values group rows for GAUC")
-    features: tuple[FeatureConfig, ...] = ()
+    oracle: str | None = Field(None, description="column with the true click probability (synthetic)")
+    features: tuple[Feature, ...] = ()
     split: SplitConfig = SplitConfig()
     keep: str | None = Field(
         None, description="selected_features.json of an OptFS search: other categorical values -> OOV"
@@ -259,6 +250,9 @@ class TrainConfig(_Frozen):
     recipe: Literal["joint", "two_stage"] = "joint"
     adapter: AdapterTrainConfig = AdapterTrainConfig()
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
+    checkpoint_every: int | None = Field(
+        None, ge=1, description="also checkpoint every this many steps (mid-epoch resume); default: per epoch"
+    )
     precision: Literal["fp32", "bf16"] = Field(
         "fp32",
         description="bf16: the training forward pass under bfloat16 autocast (matmuls in bf16); "

@@ -24,8 +24,8 @@ from torch import nn
 
 from mdctr.data.batch import Batch
 from mdctr.data.cache import atomic_write_bytes
+from mdctr.data.schema import InputSpec
 from mdctr.nn.domain import merge_domain
-from mdctr.nn.embedding import InputSpec
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import polars as pl
 
-from mdctr.data.table import DOMAIN_KEY, Roles
+from mdctr.data.schema import Schema
+from mdctr.data.table import domain_key
 
 NUMERIC_BINS = 32
+DOMAIN = object()  # the domain among the ranked columns: no column name can equal it
 
 
 @dataclass(frozen=True)
@@ -103,16 +105,16 @@ def redundancy(a: np.ndarray, b: np.ndarray, rng: np.random.Generator | None = N
 
 
 def rank_features(
-    frame: pl.DataFrame, roles: Roles, permutations: int = 3, seed: int = 0, bins: int = NUMERIC_BINS
+    frame: pl.DataFrame, schema: Schema, permutations: int = 3, seed: int = 0, bins: int = NUMERIC_BINS
 ) -> Ranking:
-    """Rank ``roles.features`` (and the domain, when it is a column of ``frame``) by noise-corrected MI."""
-    label = frame[roles.label].cast(pl.Int64).to_numpy()
-    columns = [(f.name, f.kind) for f in roles.features]
-    if DOMAIN_KEY in frame.columns:
-        columns.append((DOMAIN_KEY, "domain"))
-    coded = {
-        name: codes(frame, name, "categorical" if kind == "domain" else kind, bins) for name, kind in columns
-    }
+    """Rank the schema's features and the domain by noise-corrected MI with the main label."""
+    label = frame[schema.label].cast(pl.Int64).to_numpy()
+    columns: list[tuple[object, str]] = [(f.name, f.kind) for f in schema.features]
+    coded = {name: codes(frame, name, kind, bins) for name, kind in columns}
+    columns.append((DOMAIN, "domain"))
+    coded[DOMAIN] = codes(frame.select(domain_key(schema.domain).alias("d")), "d", "categorical")
+    names = {name: name for name, _ in columns}
+    names[DOMAIN] = "<domain>" if "domain" in names else "domain"
     rng = np.random.default_rng(seed)
     shuffled = [rng.permutation(label) for _ in range(permutations)]
     scores = []
@@ -120,10 +122,8 @@ def rank_features(
         x = coded[name]
         mi = mutual_information(x, label)
         noise = float(np.mean([mutual_information(x, y) for y in shuffled])) if shuffled else 0.0
-        shown = "domain" if name == DOMAIN_KEY else name
-        scores.append(FeatureScore(shown, kind, int(x.max()) + 1, mi, noise, mi - noise))
+        scores.append(FeatureScore(names[name], kind, int(x.max()) + 1, mi, noise, mi - noise))
     scores.sort(key=lambda s: s.score, reverse=True)
-    names = {name: ("domain" if name == DOMAIN_KEY else name) for name, _ in columns}
     pairs: dict[str, dict[str, float]] = {names[n]: {} for n, _ in columns}
     for i, (a, _) in enumerate(columns):
         for b, _ in columns[i + 1 :]:

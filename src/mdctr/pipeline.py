@@ -15,19 +15,19 @@ import numpy as np
 import polars as pl
 import torch
 
-from mdctr import runs
+from mdctr import layout, runs
 from mdctr.config import Experiment
 from mdctr.data.cache import atomic_write, atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
-from mdctr.data.table import DOMAIN_KEY, prepare, read_table
+from mdctr.data.table import prepare, read_table
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
-from mdctr.models.stages import adapter_parameters
+from mdctr.models.protocols import adapter_parameters
 from mdctr.nn.embedding import FieldEmbedding
 from mdctr.registry import build_model
 from mdctr.report import markdown, plot_curves, plot_domains
-from mdctr.train import CHECKPOINT, Trainer, TrainState, predict
+from mdctr.train import Scores, Trainer, TrainState, predict, score
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,12 @@ class TrainResult:
 
 def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: bool) -> None:
     if resume:
-        if not (out / CHECKPOINT).is_file():
-            raise InputError(f"nothing to resume in {out}: no {CHECKPOINT}; start without --resume")
+        if not (out / layout.CHECKPOINT).is_file():
+            raise InputError(f"nothing to resume in {out}: no {layout.CHECKPOINT}; start without --resume")
         saved = runs.read_config(out)
         if saved.model_dump(exclude={"name"}) != experiment.model_dump(exclude={"name"}):
             raise InputError(
-                f"the config differs from {out / runs.CONFIG}; resume with the same config "
+                f"the config differs from {out / layout.CONFIG}; resume with the same config "
                 f"and --set values, or train into a new --out"
             )
         return
@@ -72,19 +72,18 @@ def train_experiment(
 ) -> TrainResult:
     """Check and encode the data, train, evaluate on the test split and write the run directory.
 
-    Nothing is written before the data and config have been checked.
+    Nothing is written before the data and config have been checked. Seeded by
+    ``train.seed`` inside (torch's generator is restored afterwards): the same seed gives the
+    same run.
     """
     out = Path(out)
     _claim_run_dir(out, experiment, resume, overwrite)
     start = time.perf_counter()
     data = prepare(experiment.data)
-    encoder = Encoder.load(out / runs.VOCAB) if resume else Encoder.fit(data.train, data.roles)
+    encoder = Encoder.load(out / layout.VOCAB) if resume else Encoder.fit(data.train, data.schema)
     if experiment.data.keep is not None and not resume:
         encoder = encoder.restricted(read_selection(experiment.data.keep))
-    encoded_test = encoder.transform(data.test)
-    train, valid = (TensorData(encoder.transform(f)) for f in (data.train, data.valid))
-    test, test_user = TensorData(encoded_test), encoded_test.user
-    oracle = data.test.select(ORACLE) if ORACLE in data.test.columns else None
+    train, valid, test = (TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
     del data  # the raw tables (hundreds of MB on ml1m) are not needed once encoded
     preprocess_s = time.perf_counter() - start
     log.info(
@@ -95,23 +94,22 @@ def train_experiment(
         len(encoder.domains),
         preprocess_s,
     )
+    seed = experiment.train.seed
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(encoder.input_spec(), experiment.model)
+        params = sum(p.numel() for p in model.parameters())
+        trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
+        if not resume:
+            if overwrite and out.exists():
+                shutil.rmtree(out)
+            out.mkdir(parents=True, exist_ok=True)
+            runs.write_config(out, experiment)
+            encoder.save(out / layout.VOCAB)
+            torch.manual_seed(seed)  # training draws (dropout) from the seed too, not from after init
+        state = trainer.fit(train, valid, resume=resume)
 
-    torch.manual_seed(experiment.train.seed)
-    model = build_model(encoder.input_spec(), experiment.model)
-    params = sum(p.numel() for p in model.parameters())
-    trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
-    if not resume:
-        if overwrite and out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-        runs.write_config(out, experiment)
-        encoder.save(out / runs.VOCAB)
-    state = trainer.fit(train, valid, resume=resume)
-
-    prob = predict(model, test, experiment.train.eval_batch_size)
-    metrics = evaluate(test.rows.label.numpy(), prob, test.rows.domain.numpy(), encoder.domains, test_user)
-    if oracle is not None:
-        metrics["oracle"] = oracle_metrics(oracle, test, encoder.domains)
+    metrics = metrics_of(score(model, test, experiment.train.eval_batch_size), encoder)
     rates = [h["samples_per_s"] for h in state.history]
     info = {
         **runs.provenance(experiment),
@@ -124,13 +122,32 @@ def train_experiment(
     _write_results(out, experiment.name, metrics, state.history, info)
     selection = selected_features(model, encoder)
     if selection is not None:
-        runs.write_json(out / SELECTION, selection)
+        runs.write_json(out / layout.SELECTION, selection)
     adapters = sum(p.numel() for p in adapter_parameters(model))
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 
 
-ORACLE = "p"
-SELECTION = "selected_features.json"
+def metrics_of(scores: Scores, encoder: Encoder) -> dict:
+    """The metrics.json of scored rows: the main task's metrics; with several labels, every
+    task's under ``tasks``; with an oracle column, the oracle's AUC (the ceiling) under ``oracle``."""
+    names, labels = encoder.domains, encoder.schema.labels
+    prob = scores.prob.reshape(len(scores.domain), -1)
+    per_task = [
+        evaluate(scores.labels[:, t], prob[:, t], scores.domain, names, scores.user)
+        for t in range(len(labels))
+    ]
+    metrics = per_task[0]
+    if len(labels) > 1:
+        metrics["tasks"] = dict(zip(labels, per_task, strict=True))
+    if scores.oracle is not None:
+        truth = evaluate(scores.label, scores.oracle, scores.domain, names)
+        metrics["oracle"] = {
+            "auc": truth["overall"]["auc"],
+            "mean_auc": truth["mean_auc"],
+            "wauc": truth["wauc"],
+            "domains": {name: d["auc"] for name, d in truth["domains"].items()},
+        }
+    return metrics
 
 
 def selected_features(model: torch.nn.Module, encoder: Encoder) -> dict | None:
@@ -145,7 +162,7 @@ def selected_features(model: torch.nn.Module, encoder: Encoder) -> dict | None:
     features, kept = {}, {}
     for f, name in enumerate(encoder.categorical):
         start = int(embedding.offsets[f]) + 2  # rows PAD, OOV first
-        vocab = encoder.vocabs[name]
+        vocab = encoder.vocabs[encoder.schema.feature(name).vocabulary]
         features[name] = [
             v for v, on in zip(vocab, selected[start : start + len(vocab)].tolist(), strict=True) if on
         ]
@@ -166,33 +183,14 @@ def read_selection(path: str | Path) -> dict[str, list[str]]:
         raise InputError(f"data.keep: {path} is not a selected_features.json; run a search again") from None
 
 
-def oracle_metrics(frame: pl.DataFrame, data: TensorData, domains: list[str]) -> dict:
-    """The ceiling on synthetic data: AUC of the true click probability, overall and per domain."""
-    truth = evaluate(data.rows.label.numpy(), frame[ORACLE].to_numpy(), data.rows.domain.numpy(), domains)
-    return {
-        "auc": truth["overall"]["auc"],
-        "mean_auc": truth["mean_auc"],
-        "wauc": truth["wauc"],
-        "domains": {name: d["auc"] for name, d in truth["domains"].items()},
-    }
-
-
 def _write_results(out: Path, title: str, metrics: dict, history: list[dict], info: dict) -> None:
-    runs.write_json(out / runs.METRICS, metrics)
-    runs.write_json(out / runs.HISTORY, history)
-    runs.write_json(out / runs.INFO, info)
-    atomic_write_text(out / runs.REPORT, markdown(metrics, title, history))
-    plot_domains(metrics, str(out / "domain_auc.png"))
+    runs.write_json(out / layout.METRICS, metrics)
+    runs.write_json(out / layout.HISTORY, history)
+    runs.write_json(out / layout.INFO, info)
+    atomic_write_text(out / layout.REPORT, markdown(metrics, title, history))
+    plot_domains(metrics, str(out / layout.DOMAIN_PLOT))
     if history:
-        plot_curves(history, str(out / "curves.png"))
-
-
-def _score_frame(
-    run: runs.Run, frame: pl.DataFrame, where: str, need_label: bool
-) -> tuple[np.ndarray, TensorData, np.ndarray | None]:
-    encoded = run.encoder.encode_table(frame, where, need_label)
-    data = TensorData(encoded)
-    return predict(run.model, data, run.experiment.train.eval_batch_size), data, encoded.user
+        plot_curves(history, str(out / layout.CURVES_PLOT))
 
 
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> dict:
@@ -201,12 +199,9 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> di
     if data_path is None:
         frame, where = prepare(run.experiment.data).test, "test split"
     else:
-        frame, where = read_table(data_path, run.encoder.roles.text_columns), str(data_path)
-    prob, data, user = _score_frame(run, frame, where, need_label=True)
-    metrics = evaluate(data.rows.label.numpy(), prob, data.rows.domain.numpy(), run.encoder.domains, user)
-    if data_path is None and ORACLE in frame.columns:
-        metrics["oracle"] = oracle_metrics(frame, data, run.encoder.domains)
-    return metrics
+        frame, where = read_table(data_path, run.encoder.schema.id_columns), str(data_path)
+    encoded = run.encoder.encode_table(frame, where, need_label=True)
+    return metrics_of(score(run.model, encoded, run.experiment.train.eval_batch_size), run.encoder)
 
 
 def _writable(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:
@@ -217,22 +212,29 @@ def _writable(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:
 
 
 def predict_run(run_dir: str | Path, input_path: str | Path, out: str | Path) -> pl.DataFrame:
-    """Score every row of a table; writes the input columns plus ``score`` and ``domain_seen``."""
+    """Score every row of a table; writes the input columns plus ``score`` (``score_<label>``
+    per task for a multi-task run) and ``domain_seen``."""
     out = Path(out)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {out}: use a .parquet or .csv file name")
     run = runs.load_run(run_dir)
-    frame = read_table(input_path, run.encoder.roles.text_columns)
-    prob, data, _ = _score_frame(run, frame, str(input_path), need_label=False)
-    seen = data.rows.domain.numpy() < len(run.encoder.domains)
+    labels = run.encoder.schema.labels
+    added = ["score"] if len(labels) == 1 else [f"score_{t}" for t in labels]
+    frame = read_table(input_path, run.encoder.schema.id_columns)
+    taken = next((c for c in [*added, "domain_seen"] if c in frame.columns), None)
+    if taken is not None:
+        raise InputError(f"{input_path}: it already has a column {taken!r}, which predict adds; rename it")
+    encoded = run.encoder.encode_table(frame, str(input_path), need_label=False)
+    prob = predict(run.model, encoded, run.experiment.train.eval_batch_size)
+    seen = encoded.domain < len(run.encoder.domains)
     if not seen.all():
         log.warning(
             "%d rows have a domain unseen in training; they get the shared prediction", int((~seen).sum())
         )
-    result = frame.drop(DOMAIN_KEY, strict=False).with_columns(
-        pl.Series("score", prob.astype(np.float64)), pl.Series("domain_seen", seen)
-    )
+    prob = prob.reshape(len(seen), -1).astype(np.float64)
+    scores = [pl.Series(name, prob[:, i]) for i, name in enumerate(added)]
+    result = frame.with_columns(*scores, pl.Series("domain_seen", seen))
     writable = _writable(result, suffix)
     if suffix == ".csv":
         atomic_write(out, lambda tmp: writable.write_csv(tmp))

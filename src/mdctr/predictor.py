@@ -12,14 +12,13 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-import torch
 
-from mdctr import __version__, runs
+from mdctr import __version__, layout, runs
 from mdctr.data.encode import Encoded
-from mdctr.data.loader import TensorData
 from mdctr.errors import InputError
 from mdctr.export import Exported, export_model, session
-from mdctr.train import BEST, predict
+from mdctr.layout import BEST
+from mdctr.train import predict
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +41,7 @@ def export_run(run: runs.Run, domain: str | None = None) -> Exported:
                 f"--domain {domain!r} is not a domain of this run; choose one of {encoder.domains}"
             )
         index = encoder.domains.index(domain)
-    sequences = [f for f in encoder.roles.features if f.kind == "sequence"]
+    sequences = encoder.schema.sequence
     metadata = {
         "mdctr.version": __version__,
         "mdctr.run": run.experiment.name,
@@ -65,8 +64,8 @@ class Predictor:
 
     ``backend="onnx"`` exports the run's full multi-domain graph in memory at load time
     (or reads ``onnx_path``, which must come from this run) and scores with ONNX Runtime
-    using ``threads`` intra-op threads; ``"torch"`` scores with the eager model (and sets
-    torch's thread count for the process to ``threads``).
+    using ``threads`` intra-op threads; ``"torch"`` scores with the eager model on the
+    process's torch threads (the caller sets them: ``torch.set_num_threads``).
 
     Example:
         >>> p = Predictor("runs/demo-ml1m-gender")                       # doctest: +SKIP
@@ -89,8 +88,6 @@ class Predictor:
         if backend == "onnx":
             self._session = session(self._onnx_model(onnx_path), threads)
             self._inputs = [i.name for i in self._session.get_inputs()]
-        else:
-            torch.set_num_threads(threads)
 
     def _onnx_model(self, onnx_path: str | Path | None) -> bytes | Path:
         if onnx_path is None:
@@ -124,7 +121,7 @@ class Predictor:
     def score(self, encoded: Encoded) -> np.ndarray:
         """Click probabilities (N,) float32 for encoded rows."""
         if self._session is None:
-            return predict(self.run.model, TensorData(encoded), self.run.experiment.train.eval_batch_size)
+            return predict(self.run.model, encoded, self.run.experiment.train.eval_batch_size)
         parts = []
         for start in range(0, len(encoded), CHUNK):
             arrays = _named_arrays(encoded, self.encoder.sequence, slice(start, start + CHUNK))
@@ -142,7 +139,8 @@ class Predictor:
     def metadata(self) -> dict:
         """What is served: features, domains, model, test metrics, versions."""
         experiment, path = self.run.experiment, self.run.path
-        metrics = json.loads((path / runs.METRICS).read_text()) if (path / runs.METRICS).is_file() else None
+        metrics_path = path / layout.METRICS
+        metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
         return {
             "run": experiment.name,
             "version": __version__,
@@ -151,8 +149,8 @@ class Predictor:
                 "multidomain": experiment.model.multidomain,
             },
             "backend": self.backend,
-            "features": [{"name": f.name, "kind": f.kind} for f in self.encoder.roles.features],
-            "domain_columns": list(self.encoder.roles.domain),
+            "features": [{"name": f.name, "kind": f.kind} for f in self.encoder.schema.features],
+            "domain_columns": list(self.encoder.schema.domain),
             "domains": self.encoder.domains,
             "metrics": metrics,
         }

@@ -7,6 +7,8 @@ from collections.abc import Callable
 from torch import nn
 
 from mdctr.config import ModelConfig
+from mdctr.data.schema import InputSpec
+from mdctr.errors import InputError
 from mdctr.models.autoint import AutoInt, autoint_plus
 from mdctr.models.backbone import Backbone
 from mdctr.models.common import BodyMaker
@@ -25,7 +27,6 @@ from mdctr.models.ple import PLE
 from mdctr.models.separate import Separate
 from mdctr.models.shared_bottom import SharedBottom
 from mdctr.models.star import STAR
-from mdctr.nn.embedding import InputSpec
 
 Builder = Callable[[InputSpec, ModelConfig], nn.Module]
 
@@ -114,6 +115,12 @@ NO_NETWORK = frozenset({"lr", "fm"})
 def build_model(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
     """The model a config names: its backbone, made multi-domain by ``cfg.multidomain``, its
     dense layers initialised as ``cfg.dense_init`` says."""
+    if spec.tasks > 1 and (cfg.multidomain != "none" or cfg.backbone in NO_NETWORK):
+        raise InputError(
+            f"the data has {spec.tasks} labels, and model.multidomain {cfg.multidomain!r} with "
+            f"model.backbone {cfg.backbone!r} predicts one; give one data.label, or train a deep "
+            "backbone with model.multidomain: none (one head per task over a shared network)"
+        )
     model = MULTIDOMAIN[cfg.multidomain](spec, cfg)
     if cfg.dense_init == "xavier_normal":
         for module in model.modules():

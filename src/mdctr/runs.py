@@ -1,16 +1,5 @@
-"""The run directory: everything needed to reload and score without the training data.
-
-```
-RUN/config.yaml        the resolved experiment
-RUN/vocab.json         column roles, vocabularies, numeric scalers, domain names
-RUN/model.safetensors  best-validation weights
-RUN/checkpoint.safetensors  last epoch's full state, for --resume
-RUN/metrics.json       test metrics (DESIGN.md contract)
-RUN/history.json       per-epoch training log
-RUN/run.json           seed, versions, git commit, timings
-RUN/report.md, domain_auc.png, curves.png
-```
-"""
+"""The run directory (its files: ``mdctr.layout``): everything needed to reload and score
+without the training data."""
 
 from __future__ import annotations
 
@@ -29,18 +18,9 @@ from mdctr.config import Experiment, parse_experiment
 from mdctr.data.cache import atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.errors import InputError
+from mdctr.layout import BEST, CONFIG, VOCAB
 from mdctr.registry import build_model
-from mdctr.train import BEST
 from mdctr.weights import load_tensors
-
-CONFIG, VOCAB, METRICS, HISTORY, INFO, REPORT = (
-    "config.yaml",
-    "vocab.json",
-    "metrics.json",
-    "history.json",
-    "run.json",
-    "report.md",
-)
 
 
 def write_json(path: Path, data: object) -> None:

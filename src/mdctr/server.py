@@ -35,14 +35,14 @@ def request_model(encoder: Encoder, max_candidates: int) -> type[BaseModel]:
     or null (-> the training mean); sequence: a list of values or one text joined by the
     feature's separator. Other keys in a row are ignored.
     """
-    kinds = {f.name: f.kind for f in encoder.roles.features}
+    kinds = {f.name: f.kind for f in encoder.schema.features}
     types: dict[str, Any] = {
         "categorical": Scalar | None,
         "numeric": Number | None,
         "sequence": list[Scalar] | StrictStr | None,
     }
     fields = {name: types[kind] for name, kind in kinds.items()}
-    fields.update({column: Scalar | None for column in encoder.roles.domain if column not in fields})
+    fields.update({column: Scalar | None for column in encoder.schema.domain if column not in fields})
     candidate = TypedDict("Candidate", fields)  # type: ignore[misc]  # keys are column names, any text
     candidate.__pydantic_config__ = ConfigDict(extra="ignore")  # type: ignore[attr-defined]
     return create_model(

@@ -1,6 +1,7 @@
 """The training loop: Adam, early stopping on validation AUC, best weights restored,
 recipes (``joint``; ``two_stage``: the model's stages in order, each kept only if it beats
-the best so far), an atomic checkpoint per epoch, and resume to the same result."""
+the best so far), an atomic checkpoint per epoch (and every ``checkpoint_every`` steps), and
+resume, mid-epoch too, to the same result."""
 
 from __future__ import annotations
 
@@ -8,28 +9,45 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from mdctr.config import TrainConfig
+from mdctr.data.batch import Batch
+from mdctr.data.encode import Encoded
 from mdctr.data.loader import TensorData
 from mdctr.errors import InputError
+from mdctr.layout import BEST, CHECKPOINT
 from mdctr.metrics import auc, logloss
-from mdctr.models.stages import Stage, adapter_parameters, stages_for
+from mdctr.models.protocols import DomainParts, Progressive, Stage, adapter_parameters, stages_for
 from mdctr.nn.domain import routes_by_domain
+from mdctr.objective import Objective
 from mdctr.weights import load_tensors, save_tensors
 
 log = logging.getLogger(__name__)
 
-BEST = "model.safetensors"
-CHECKPOINT = "checkpoint.safetensors"
+
+class Source(Protocol):
+    """Rows to train or evaluate on: in memory (``TensorData``) or streamed from parquet."""
+
+    def __len__(self) -> int: ...
+
+    def batches(
+        self,
+        batch_size: int,
+        generator: torch.Generator | None = None,
+        by_domain: bool = False,
+        start: int = 0,
+    ) -> Iterator[Batch]: ...
+
+    def chunks(self) -> Iterator[Encoded]: ...
 
 
 @dataclass
@@ -47,16 +65,58 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     domain_best: list[float] = field(default_factory=list)  # models with per-domain parts only
     domain_bad: list[int] = field(default_factory=list)
+    step: int = 0  # batches done in the current epoch (a mid-epoch checkpoint)
+    step_loss: float = 0.0  # their summed loss
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's probabilities for every row of a source, in order, with what evaluation needs:
+    prob (N,) or (N, tasks); labels (N, tasks) or None; domain (N,); user, oracle (N,) or None."""
+
+    prob: np.ndarray
+    labels: np.ndarray | None
+    domain: np.ndarray
+    user: np.ndarray | None
+    oracle: np.ndarray | None
+
+    @property
+    def label(self) -> np.ndarray:
+        """The main task's labels (N,)."""
+        return self.labels[:, 0]
+
+    @property
+    def main(self) -> np.ndarray:
+        """The main task's probabilities (N,)."""
+        return self.prob if self.prob.ndim == 1 else self.prob[:, 0]
+
+
+def _joined(parts: list[np.ndarray | None]) -> np.ndarray | None:
+    return None if not parts or parts[0] is None else np.concatenate(parts)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: TensorData, batch_size: int = 16384) -> np.ndarray:
-    """Click probabilities (N,) for every row, in order."""
+def score(model: nn.Module, data: Source | Encoded, batch_size: int = 16384) -> Scores:
+    """Probabilities for every row of ``data``, chunk by chunk (a stream is never held whole)."""
     was_training = model.training
     model.eval()
-    out = torch.cat([torch.sigmoid(model(b)) for b in data.batches(batch_size)])
+    chunks = [data] if isinstance(data, Encoded) else data.chunks()
+    probs, labels, domains, users, oracles = [], [], [], [], []
+    for chunk in chunks:
+        rows = TensorData(chunk)
+        probs.extend(torch.sigmoid(model(b)) for b in rows.batches(batch_size))
+        labels.append(chunk.labels)
+        domains.append(chunk.domain)
+        users.append(chunk.user)
+        oracles.append(chunk.oracle)
     model.train(was_training)
-    return out.numpy()
+    prob = torch.cat(probs).numpy() if probs else np.zeros(0, np.float32)
+    return Scores(prob, _joined(labels), np.concatenate(domains), _joined(users), _joined(oracles))
+
+
+def predict(model: nn.Module, data: Source | Encoded, batch_size: int = 16384) -> np.ndarray:
+    """Click probabilities (N,) (or (N, tasks)) for every row, in order."""
+    return score(model, data, batch_size).prob
 
 
 def _freeze_idle_norms(model: nn.Module) -> None:
@@ -69,13 +129,12 @@ def _freeze_idle_norms(model: nn.Module) -> None:
 
 
 def _domain_parts(model: nn.Module) -> dict[str, nn.Module]:
-    """A model's independent per-domain parts (``domain_parts()``, e.g. separate models), by
-    state-dict prefix; empty for models whose domains share parameters."""
-    parts = getattr(model, "domain_parts", None)
-    if parts is None:
+    """A model's independent per-domain parts (e.g. separate models), by state-dict prefix;
+    empty for models whose domains share parameters."""
+    if not isinstance(model, DomainParts):
         return {}
     names = {id(m): name for name, m in model.named_modules()}
-    found = {f"{names[id(m)]}.": m for m in parts()}
+    found = {f"{names[id(m)]}.": m for m in model.domain_parts()}
     covered = {id(p) for m in found.values() for p in m.parameters()}
     if any(id(p) not in covered for p in model.parameters()):
         raise ValueError(f"{type(model).__name__}.domain_parts() must hold every parameter")
@@ -83,10 +142,11 @@ def _domain_parts(model: nn.Module) -> dict[str, nn.Module]:
 
 
 class Trainer:
-    """Fits a model returning logits with binary cross-entropy (plus the model's extra loss).
+    """Fits a model returning logits to the ``Objective``; the caller seeds torch's generator.
 
     With a ``run_dir`` the best weights go to ``model.safetensors`` and the full state
-    (weights, optimizer, RNG, progress) to ``checkpoint.safetensors`` after every epoch.
+    (weights, optimizer, RNG, progress) to ``checkpoint.safetensors`` after every epoch and,
+    with ``checkpoint_every``, every that many steps.
     A model with independent per-domain parts is early-stopped per domain: each part keeps
     its own best-validation weights and stops training after ``patience`` bad epochs.
     """
@@ -113,6 +173,7 @@ class Trainer:
                 f"mlora); {type(model).__name__} has none, use recipe: joint"
             ) from None
         self.state = TrainState()
+        self.objective = Objective(model)
         self._parts = _domain_parts(model)
         self._sorted = routes_by_domain(model)
         self._best: dict[str, torch.Tensor] | None = None
@@ -148,12 +209,11 @@ class Trainer:
         # fused: one kernel over all parameters instead of ~11 per tensor (9 % per DNN step)
         self.optimizer = torch.optim.Adam([g for g in groups if g["params"]], fused=True)
 
-    def fit(self, train: TensorData, valid: TensorData, resume: bool = False) -> TrainState:
+    def fit(self, train: Source, valid: Source, resume: bool = False) -> TrainState:
         """Run the recipe's stages; the model ends with its best validation weights."""
         if resume:
             self._load_checkpoint()
         else:
-            torch.manual_seed(self.cfg.seed)
             self._start_stage(self.stages[0])
         while True:
             state, stage = self.state, self.stages[self.state.stage]
@@ -181,21 +241,20 @@ class Trainer:
         if self.run_dir is not None:
             self._save_checkpoint()
 
-    def _run_epoch(self, train: TensorData, valid: TensorData, stage: Stage) -> None:
+    def _run_epoch(self, train: Source, valid: Source, stage: Stage) -> None:
         state, cfg = self.state, self.cfg
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
         self.model.train()
         _freeze_idle_norms(self.model)
-        extras = [m.extra_loss for m in self.model.modules() if hasattr(m, "extra_loss")]
         epochs = self._limits(stage)[0]
         for module in self.model.modules():  # continuation schedules (OptFS gate temperature)
-            if hasattr(module, "set_progress"):
+            if isinstance(module, Progressive):
                 module.set_progress(state.stage_epoch / max(epochs - 1, 1))
-        total, steps = 0.0, 0
+        first = state.step
         start = time.perf_counter()
         bar = tqdm(
-            train.batches(cfg.batch_size, generator, by_domain=self._sorted),
-            total=math.ceil(len(train) / cfg.batch_size),
+            train.batches(cfg.batch_size, generator, by_domain=self._sorted, start=first),
+            total=math.ceil(len(train) / cfg.batch_size) - first,
             desc=f"epoch {state.epoch + 1} ({stage.name})",
             disable=None if self.progress else True,
             leave=False,
@@ -203,30 +262,32 @@ class Trainer:
         )
         bf16 = cfg.precision == "bf16"
         for batch in bar:
-            with torch.autocast(batch.label.device.type, dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(batch.domain.device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = self.model(batch)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), batch.label)
-            for extra in extras:
-                loss = loss + extra()
+            loss = self.objective(logits, batch.labels)
             if loss.requires_grad:  # False when every row's domain part has stopped
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
-            total += loss.item()
-            steps += 1
-            if steps % 50 == 0:
-                rate = steps * cfg.batch_size / (time.perf_counter() - start)
-                bar.set_postfix(loss=f"{total / steps:.4f}", rows_per_s=f"{rate:,.0f}")
+            state.step_loss += loss.item()
+            state.step += 1
+            if (state.step - first) % 50 == 0:
+                rate = (state.step - first) * cfg.batch_size / (time.perf_counter() - start)
+                bar.set_postfix(loss=f"{state.step_loss / state.step:.4f}", rows_per_s=f"{rate:,.0f}")
+            if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and self.run_dir is not None:
+                self._save_checkpoint()
         seconds = time.perf_counter() - start
-        prob = predict(self.model, valid, cfg.eval_batch_size)
-        label, domain = valid.rows.label.numpy(), valid.rows.domain.numpy()
+        scores = score(self.model, valid, cfg.eval_batch_size)
+        label, domain, prob = scores.label, scores.domain, scores.main
+        total, steps = state.step_loss, state.step
+        state.step, state.step_loss = 0, 0.0
         record = {
             "epoch": state.epoch + 1,
             "stage": stage.name,
             "train_loss": total / max(steps, 1),
             "valid_auc": auc(label, prob),
             "valid_logloss": logloss(label, prob),
-            "samples_per_s": len(train) / seconds,
+            "samples_per_s": (len(train) - first * cfg.batch_size) / seconds,
             "seconds": seconds,
         }
         if self._parts:

@@ -2,20 +2,20 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pytest
 
-from mdctr.config import FeatureConfig
 from mdctr.data.encode import OOV, PAD, Encoder
-from mdctr.data.table import Roles, with_domain_key
+from mdctr.data.schema import Feature, Schema
 
-ROLES = Roles(
-    "click",
-    ("scene",),
-    (
-        FeatureConfig(name="item", min_count=2),
-        FeatureConfig(name="price", kind="numeric"),
-        FeatureConfig(name="tags", kind="sequence", max_len=2),
-        FeatureConfig(name="words", kind="sequence", max_len=3, sep=";"),
+SCHEMA = Schema(
+    features=(
+        Feature(name="item", min_count=2),
+        Feature(name="price", kind="numeric"),
+        Feature(name="tags", kind="sequence", max_len=2),
+        Feature(name="words", kind="sequence", max_len=3, sep=";"),
     ),
+    domain=("scene",),
+    labels=("click",),
     user="who",
 )
 
@@ -31,22 +31,22 @@ def frame(**changes: object) -> pl.DataFrame:
         "who": ["u1", "u2", "u1", "u3"],
     }
     base.update(changes)
-    return with_domain_key(pl.DataFrame(base), ("scene",))
+    return pl.DataFrame(base)
 
 
 def test_vocab_round_trips_and_respects_min_count() -> None:
     train = frame(item=[10, 11, 10, 11])
-    enc = Encoder.fit(train, ROLES)
+    enc = Encoder.fit(train, SCHEMA)
     assert enc.vocabs["item"] == ["10", "11"]
     ids = enc.transform(train).sparse[:, 0]
     vocab = ["<pad>", "<oov>", *enc.vocabs["item"]]
     assert [vocab[i] for i in ids] == ["10", "11", "10", "11"]
-    rare = Encoder.fit(frame(), ROLES)
+    rare = Encoder.fit(frame(), SCHEMA)
     assert rare.vocabs["item"] == ["10"]  # 11 and 12 seen once, below min_count 2
 
 
 def test_unseen_and_missing_values_map_to_oov_and_unseen_domain_to_d() -> None:
-    enc = Encoder.fit(frame(), ROLES)
+    enc = Encoder.fit(frame(), SCHEMA)
     new = frame(item=[99, None, 10, 10], tags=[["new"], ["x"], None, []], scene=["a", "zzz", "b", "a"])
     out = enc.transform(new)
     assert out.sparse[:, 0].tolist() == [OOV, OOV, 2, 2]
@@ -56,7 +56,7 @@ def test_unseen_and_missing_values_map_to_oov_and_unseen_domain_to_d() -> None:
 
 
 def test_sequences_truncate_pad_and_split_text() -> None:
-    enc = Encoder.fit(frame(), ROLES)
+    enc = Encoder.fit(frame(), SCHEMA)
     out = enc.transform(frame())
     tags = ["<pad>", "<oov>", *enc.vocabs["tags"]]
     assert [[tags[i] for i in row] for row in out.sequences[0].tolist()] == [
@@ -75,10 +75,10 @@ def test_sequences_truncate_pad_and_split_text() -> None:
 
 
 def test_numeric_is_standardised_with_train_statistics_and_missing_gets_the_mean() -> None:
-    enc = Encoder.fit(frame(), ROLES)
+    enc = Encoder.fit(frame(), SCHEMA)
     values = np.array([1.0, 3.0, 4.0])
     mean, std = values.mean(), values.std(ddof=1)
-    assert enc.scalers["price"] == (mean, std)
+    assert enc.scalers["price"] == pytest.approx((mean, std), rel=1e-15)
     out = enc.transform(frame())
     np.testing.assert_allclose(
         out.dense[:, 0], [(1 - mean) / std, (3 - mean) / std, 0.0, (4 - mean) / std], rtol=1e-6
@@ -86,9 +86,9 @@ def test_numeric_is_standardised_with_train_statistics_and_missing_gets_the_mean
 
 
 def test_label_user_and_save_load(tmp_path: Path) -> None:
-    enc = Encoder.fit(frame(), ROLES)
+    enc = Encoder.fit(frame(), SCHEMA)
     out = enc.transform(frame())
-    assert out.label.tolist() == [0, 1, 0, 1]
+    assert out.labels.tolist() == [[0], [1], [0], [1]]
     users = out.user.tolist()  # group ids: equal exactly for equal users
     assert users[0] == users[2] and len({users[0], users[1], users[3]}) == 3
     enc.save(tmp_path / "vocab.json")
@@ -100,16 +100,16 @@ def test_label_user_and_save_load(tmp_path: Path) -> None:
 
 
 def test_records_match_the_table_for_every_value_type() -> None:
-    roles = Roles(
-        "click",
-        ("scene", "market"),
-        (
-            FeatureConfig(name="flag"),
-            FeatureConfig(name="size"),
-            FeatureConfig(name="code"),
-            FeatureConfig(name="price", kind="numeric", log1p=True),
-            FeatureConfig(name="words", kind="sequence", max_len=3, sep=";"),
+    roles = Schema(
+        features=(
+            Feature(name="flag"),
+            Feature(name="size"),
+            Feature(name="code"),
+            Feature(name="price", kind="numeric", log1p=True),
+            Feature(name="words", kind="sequence", max_len=3, sep=";"),
         ),
+        domain=("scene", "market"),
+        labels=("click",),
     )
     train = pl.DataFrame(
         {
@@ -123,7 +123,7 @@ def test_records_match_the_table_for_every_value_type() -> None:
             "click": [0, 1, 0, 1],
         }
     )
-    enc = Encoder.fit(with_domain_key(train, roles.domain), roles)
+    enc = Encoder.fit(train, roles)
     score = train.vstack(
         pl.DataFrame(
             {
@@ -133,7 +133,7 @@ def test_records_match_the_table_for_every_value_type() -> None:
             schema=train.schema,
         )
     )  # fmt: skip
-    by_table = enc.transform(with_domain_key(score, roles.domain))
+    by_table = enc.transform(score)
     records = score.to_dicts()
     records[0]["code"] = 7  # the int finds the text "7", never "07"
     records[2]["code"] = -3

@@ -13,7 +13,7 @@ def data(n: int, domains: int) -> TensorData:
         (),
         torch.zeros(n, 0),
         torch.randint(0, domains + 1, (n,), generator=gen),
-        torch.rand(n, generator=gen),
+        torch.rand(n, 1, generator=gen),
     )
     return rows
 
@@ -28,7 +28,7 @@ def test_by_domain_sorts_inside_each_batch_and_keeps_the_shuffled_batches() -> N
         assert sorted(p.sparse[:, 0].tolist()) == sorted(s.sparse[:, 0].tolist())
         ids = s.sparse[:, 0]
         assert torch.equal(s.domain, rows.rows.domain[ids])
-        assert torch.equal(s.label, rows.rows.label[ids])
+        assert torch.equal(s.labels, rows.rows.labels[ids])
     assert not bool((torch.cat([b.domain for b in by_domain]).diff() >= 0).all())
 
 
@@ -48,5 +48,5 @@ def test_batch_index_by_slice_mask_and_positions_agree() -> None:
     for picked in (rows.index(slice(3, 7)), rows.index(mask), rows.index(positions)):
         assert torch.equal(picked.sparse[:, 0], positions)
         assert torch.equal(picked.domain, rows.domain[3:7])
-        assert torch.equal(picked.label, rows.label[3:7])
+        assert torch.equal(picked.labels, rows.labels[3:7])
         assert picked.dense.shape == (4, 0)

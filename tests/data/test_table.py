@@ -4,18 +4,18 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mdctr.config import FeatureConfig
-from mdctr.data.table import DOMAIN_KEY, Roles, check_table, read_table, split, with_domain_key
+from mdctr.data.schema import Feature, Schema
+from mdctr.data.table import check_table, domain_key, read_table, split
 from mdctr.errors import InputError
 
-ROLES = Roles(
-    "click",
-    ("scene",),
-    (
-        FeatureConfig(name="item"),
-        FeatureConfig(name="price", kind="numeric"),
-        FeatureConfig(name="tags", kind="sequence"),
+SCHEMA = Schema(
+    features=(
+        Feature(name="item"),
+        Feature(name="price", kind="numeric"),
+        Feature(name="tags", kind="sequence"),
     ),
+    domain=("scene",),
+    labels=("click",),
 )
 
 
@@ -34,17 +34,14 @@ def frame(**changes: object) -> pl.DataFrame:
 def test_split_is_stratified_disjoint_complete_and_seeded() -> None:
     rng = np.random.default_rng(1)
     n = 10_000
-    data = with_domain_key(
-        pl.DataFrame(
-            {
-                "scene": rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]),
-                "click": (rng.random(n) < 0.2).astype(int),
-                "row": np.arange(n),
-            }
-        ),
-        ("scene",),
+    data = pl.DataFrame(
+        {
+            "scene": rng.choice(["a", "b", "c"], n, p=[0.6, 0.3, 0.1]),
+            "click": (rng.random(n) < 0.2).astype(int),
+            "row": np.arange(n),
+        }
     )
-    train, valid, test = split(data, "click", 0.2, 0.2, seed=2024)
+    train, valid, test = split(data, SCHEMA, 0.2, 0.2, seed=2024)
     rows = [set(f["row"].to_list()) for f in (train, valid, test)]
     assert sum(map(len, rows)) == n and set.union(*rows) == set(range(n))
     for (scene, click), group in data.group_by(["scene", "click"]):
@@ -52,14 +49,14 @@ def test_split_is_stratified_disjoint_complete_and_seeded() -> None:
         for part, share in zip((train, valid, test), (0.6, 0.2, 0.2), strict=True):
             got = part.filter((pl.col("scene") == scene) & (pl.col("click") == click)).height
             assert abs(got - share * size) <= 1
-    again = split(data, "click", 0.2, 0.2, seed=2024)[0]
+    again = split(data, SCHEMA, 0.2, 0.2, seed=2024)[0]
     assert again["row"].to_list() == train["row"].to_list()
-    assert split(data, "click", 0.2, 0.2, seed=1)[0]["row"].to_list() != train["row"].to_list()
+    assert split(data, SCHEMA, 0.2, 0.2, seed=1)[0]["row"].to_list() != train["row"].to_list()
 
 
 def test_several_domain_columns_join_into_one_key() -> None:
-    data = with_domain_key(pl.DataFrame({"a": ["x", "y"], "b": [1, None]}), ("a", "b"))
-    assert data[DOMAIN_KEY].to_list() == ["x|1", "y|<null>"]
+    data = pl.DataFrame({"a": ["x", "y"], "b": [1, None]})
+    assert data.select(domain_key(("a", "b")))[:, 0].to_list() == ["x|1", "y|<null>"]
 
 
 @pytest.mark.parametrize(
@@ -83,14 +80,14 @@ def test_several_domain_columns_join_into_one_key() -> None:
 )
 def test_bad_columns_are_named(changes: dict, message: str) -> None:
     with pytest.raises(InputError) as err:
-        check_table(frame(**changes), ROLES, "t.csv")
+        check_table(frame(**changes), SCHEMA, "t.csv")
     assert str(err.value).startswith(message)
 
 
 def test_misspelled_column_suggests_the_real_one() -> None:
     data = frame().rename({"price": "prices"})
     with pytest.raises(InputError) as err:
-        check_table(data, ROLES, "t.csv")
+        check_table(data, SCHEMA, "t.csv")
     assert str(err.value) == "t.csv: column 'price' (numeric) not found; did you mean 'prices'?"
 
 
@@ -121,9 +118,13 @@ def test_csv_id_columns_are_read_as_text_whatever_the_first_rows_look_like(tmp_p
     table = pl.DataFrame({"zip": zips, "price": [1.5] * len(zips), "click": [0, 1] * (len(zips) // 2)})
     path = tmp_path / "t.csv"
     table.write_csv(path)
-    roles = Roles("click", ("zip",), (FeatureConfig(name="zip"), FeatureConfig(name="price", kind="numeric")))
-    assert roles.text_columns == ("zip",)
-    frame = read_table(path, roles.text_columns)
+    schema = Schema(
+        features=(Feature(name="zip"), Feature(name="price", kind="numeric")),
+        domain=("zip",),
+        labels=("click",),
+    )
+    assert schema.id_columns == ("zip",)
+    frame = read_table(path, schema.id_columns)
     assert frame.schema["zip"] == pl.String and frame.schema["price"] == pl.Float64
     assert frame["zip"].tail(2).to_list() == ["07030", "55405-2546"]
     with pytest.raises(InputError, match=r"t.csv: cannot read it \(could not parse `55405-2546`"):

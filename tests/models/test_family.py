@@ -7,10 +7,11 @@ import torch
 
 from mdctr.config import ModelConfig, parse_experiment
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
 from mdctr.models.modula import ModulaLinear
 from mdctr.models.star import STAR, StarLinear
-from mdctr.nn.embedding import FieldEmbedding, InputSpec
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.heads import select_domain
 from mdctr.nn.interaction import CrossNetwork, FactorizationMachine
 from mdctr.nn.lora import DomainLoRALinear
@@ -31,7 +32,7 @@ def batch(n: int = 120, domains: int = D) -> Batch:
         (torch.randint(0, 10, (n, 4), generator=g),),
         torch.randn(n, 1, generator=g),
         torch.randint(0, domains, (n,), generator=g),
-        torch.randint(0, 2, (n,), generator=g).float(),
+        torch.randint(0, 2, (n, 1), generator=g).float(),
     )
 
 
@@ -59,7 +60,7 @@ def test_gradient_reaches_every_parameter(name: str, backbone: str) -> None:
     b = batch()
     logits = model(b)
     assert logits.shape == (len(b),)
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, b.label)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, b.labels[:, 0])
     extra = getattr(model, "extra_loss", None)
     (loss + (extra() if extra else 0)).backward()
     for pname, param in model.named_parameters():

@@ -5,9 +5,9 @@ import torch
 
 from mdctr.config import ModelConfig, parse_experiment
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.errors import InputError
 from mdctr.nn.domain import merge_domain
-from mdctr.nn.embedding import InputSpec
 from mdctr.nn.lora import lora_layers
 from mdctr.pipeline import train_experiment
 from mdctr.registry import BACKBONES, build_model
@@ -22,7 +22,7 @@ def random_batch(n: int = 64) -> Batch:
         (torch.randint(0, 10, (n, 4), generator=g),),
         torch.randn(n, 1, generator=g),
         torch.randint(0, 2, (n,), generator=g),
-        torch.randint(0, 2, (n,), generator=g).float(),
+        torch.randint(0, 2, (n, 1), generator=g).float(),
     )
 
 
@@ -44,7 +44,7 @@ def test_logits_shape_and_gradient_reaches_every_parameter(backbone: str, input_
     batch = random_batch()
     logits = model(batch)
     assert logits.shape == (64,)
-    torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label).backward()
+    torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels[:, 0]).backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and param.grad.abs().sum() > 0, name
 
@@ -58,7 +58,7 @@ def test_dcnv2_variants(cross: dict) -> None:
         SPEC, ModelConfig(backbone="dcnv2", hidden=(16, 8), embedding_init_std=0.1, cross=cross)
     )
     batch = random_batch()
-    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.labels[:, 0]).backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 

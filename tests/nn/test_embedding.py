@@ -2,8 +2,10 @@ import pytest
 import torch
 
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec, _bag_mean, lookup
+from mdctr.data.schema import InputSpec
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.interaction import FactorizationMachine
+from mdctr.nn.lookup import lookup
 from mdctr.nn.mlp import MLP
 
 SPEC = InputSpec(categorical=(5, 7), sequence=(6,), numeric=2, domains=3)
@@ -56,14 +58,6 @@ def test_mlp_names_its_dense_layers() -> None:
     names = [n for n, m in mlp.named_modules() if isinstance(m, torch.nn.Linear)]
     assert names == ["layers.0.linear", "layers.1.linear"]
     assert mlp(torch.zeros(3, 8)).shape == (3, 2)
-
-
-def test_traceable_mean_equals_embedding_bag() -> None:
-    from mdctr.nn.embedding import _traceable_mean
-
-    bag = torch.nn.EmbeddingBag(12, 4, mode="mean", padding_idx=0)
-    ids = torch.tensor([[3, 5, 0, 0], [0, 0, 0, 0], [1, 2, 3, 11], [0, 7, 0, 7]])
-    torch.testing.assert_close(_traceable_mean(bag, ids), bag(ids), atol=1e-7, rtol=0)
 
 
 HASH_SPEC = InputSpec(categorical=(50, 70, 9), sequence=(), numeric=0, domains=2)
@@ -141,18 +135,3 @@ def test_lookup_equals_nn_embedding_in_values_and_gradients(padding_idx: int | N
         assert torch.autograd.grad(lookup(table, rows), table.weight, grad)[0][padding_idx].abs().sum() == 0
     with torch.no_grad():
         assert lookup(table, rows).grad_fn is None
-
-
-def test_training_bag_mean_equals_embedding_bag_in_values_and_gradients() -> None:
-    torch.manual_seed(0)
-    bag = torch.nn.EmbeddingBag(9, 4, mode="mean", padding_idx=0)
-    ids = torch.randint(0, 9, (32, 5))
-    ids[0] = 0  # an empty bag: zeros, no gradient
-    ids[1, 2:] = 0
-    grad = torch.randn(32, 4)
-    reference = torch.autograd.grad(bag(ids), bag.weight, grad)[0]
-    out = _bag_mean(bag, ids)
-    assert "BagMean" in type(out.grad_fn).__name__
-    torch.testing.assert_close(out, bag(ids))
-    assert out[0].abs().sum() == 0
-    torch.testing.assert_close(torch.autograd.grad(out, bag.weight, grad)[0], reference)

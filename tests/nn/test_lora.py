@@ -5,11 +5,11 @@ import torch
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.errors import InputError
 from mdctr.models.mlora import MLoRA
 from mdctr.nn import native
 from mdctr.nn.domain import DomainRouting, merge_domain
-from mdctr.nn.embedding import InputSpec
 from mdctr.nn.lora import DomainLoRALinear, lora_layers, lora_rank
 from mdctr.registry import BACKBONES
 
@@ -25,7 +25,7 @@ def mixed_batch(n: int = 200, domains: int = D + 1) -> Batch:
         (torch.randint(0, 10, (n, 4), generator=g),),
         torch.randn(n, 1, generator=g),
         torch.randint(0, domains, (n,), generator=g),  # domain D = unseen
-        torch.randint(0, 2, (n,), generator=g).float(),
+        torch.randint(0, 2, (n, 1), generator=g).float(),
     )
 
 
@@ -123,8 +123,8 @@ def test_a_domain_batch_moves_only_its_own_adapter(path: str) -> None:
     randomise_adapters(model)
     model.train()
     batch = mixed_batch(domains=1)
-    batch = Batch(batch.sparse, batch.sequences, batch.dense, torch.full_like(batch.domain, 1), batch.label)
-    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.label).backward()
+    batch = Batch(batch.sparse, batch.sequences, batch.dense, torch.full_like(batch.domain, 1), batch.labels)
+    torch.nn.functional.binary_cross_entropy_with_logits(model(batch), batch.labels[:, 0]).backward()
     for layer in lora_layers(model):
         for param in (layer.lora_A, layer.lora_B, layer.lora_bias):
             assert param.grad[1].abs().sum() > 0
@@ -199,7 +199,7 @@ def test_segment_backward_equals_autograd_of_the_traceable_path(path: str) -> No
     randomise_adapters(model)
     model = model.double()
     batch = mixed_batch()
-    batch = Batch(batch.sparse, batch.sequences, batch.dense.double(), batch.domain, batch.label.double())
+    batch = Batch(batch.sparse, batch.sequences, batch.dense.double(), batch.domain, batch.labels.double())
 
     def grads(traceable: bool) -> dict[str, torch.Tensor]:
         model.zero_grad()
@@ -208,14 +208,14 @@ def test_segment_backward_equals_autograd_of_the_traceable_path(path: str) -> No
             sorted_batch = batch.index(order)
             model.routing.domain = sorted_batch.domain
             try:
-                logits = torch.empty_like(sorted_batch.label).index_copy_(
+                logits = torch.empty_like(sorted_batch.labels[:, 0]).index_copy_(
                     0, order, model.backbone(sorted_batch)
                 )
             finally:
                 model.routing.domain = None
         else:
             logits = model(batch)
-        torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.label).backward()
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, batch.labels[:, 0]).backward()
         return {n: p.grad.clone() for n, p in model.named_parameters()}
 
     fast, reference = grads(False), grads(True)

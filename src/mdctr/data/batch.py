@@ -6,31 +6,40 @@ from dataclasses import dataclass
 
 import torch
 
+PAD = 0
+
 
 @dataclass
 class Batch:
     """Tensors for B rows.
 
-    sparse: LongTensor (B, n_categorical); sequences: LongTensors (B, max_len), PAD = 0;
-    dense: FloatTensor (B, n_numeric); domain: LongTensor (B,), D = unseen;
-    label: FloatTensor (B,) or None.
+    sparse: LongTensor (B, n_categorical); sequences: one LongTensor (B, max_len) per sequence
+    feature, unpooled, each row's items first and PAD (0) after; dense: FloatTensor
+    (B, n_numeric); domain: LongTensor (B,), D = unseen; labels: FloatTensor (B, tasks) or None.
     """
 
     sparse: torch.Tensor
     sequences: tuple[torch.Tensor, ...]
     dense: torch.Tensor
     domain: torch.Tensor
-    label: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.domain.shape[0]
+
+    def mask(self, i: int) -> torch.Tensor:
+        """BoolTensor (B, max_len): which positions of sequence ``i`` hold an item."""
+        return self.sequences[i] != PAD
+
+    def lengths(self, i: int) -> torch.Tensor:
+        """LongTensor (B,): the number of items in sequence ``i`` of each row."""
+        return self.mask(i).sum(1)
 
     def index(self, rows: torch.Tensor | slice) -> Batch:
         """The rows selected by a slice, a boolean mask or an index tensor."""
         by_position = isinstance(rows, torch.Tensor) and rows.dtype != torch.bool
 
         def take(t: torch.Tensor) -> torch.Tensor:
-            # index_select: half the cost of t[rows] per training batch (54 vs 112 us for 5 tensors)
             return t.index_select(0, rows) if by_position else t[rows]
 
         return Batch(
@@ -38,7 +47,7 @@ class Batch:
             tuple(take(s) for s in self.sequences),
             take(self.dense),
             take(self.domain),
-            None if self.label is None else take(self.label),
+            None if self.labels is None else take(self.labels),
         )
 
     def to(self, device: torch.device | str) -> Batch:
@@ -47,5 +56,5 @@ class Batch:
             tuple(s.to(device) for s in self.sequences),
             self.dense.to(device),
             self.domain.to(device),
-            None if self.label is None else self.label.to(device),
+            None if self.labels is None else self.labels.to(device),
         )

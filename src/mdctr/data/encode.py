@@ -1,5 +1,6 @@
-"""Vocabularies (PAD=0, OOV=1, min count) and numeric scalers, fitted with polars on the
-training split and applied to any table: raw columns in, compact integer/float arrays out."""
+"""Vocabularies (PAD=0, OOV=1, min count, size cap) and numeric scalers, fitted with polars on
+the training split (a frame, or a lazy scan of parquet files in one streamed pass) and applied
+to any table: raw columns in, compact integer/float arrays out."""
 
 from __future__ import annotations
 
@@ -14,39 +15,45 @@ import numpy as np
 import polars as pl
 
 from mdctr.data.cache import atomic_write_text
-from mdctr.data.table import DOMAIN_KEY, Roles, check_table, with_domain_key
+from mdctr.data.schema import InputSpec, Schema
+from mdctr.data.table import check_table, domain_key
 from mdctr.errors import InputError
-from mdctr.nn.embedding import InputSpec
 
 PAD, OOV = 0, 1
 
 
 @dataclass(frozen=True)
 class Encoded:
-    """A table as arrays. ``domain`` holds 0..D-1 for known domains and D for an unseen one."""
+    """A table as arrays. ``domain`` holds 0..D-1 for known domains and D for an unseen one.
 
-    sparse: np.ndarray  # (N, n_categorical) int64
-    sequences: tuple[np.ndarray, ...]  # each (N, max_len) int64, PAD-filled
-    dense: np.ndarray  # (N, n_numeric) float32
-    domain: np.ndarray  # (N,) int64
-    label: np.ndarray | None  # (N,) float32
-    user: np.ndarray | None  # (N,) int64, group ids for GAUC
+    sparse (N, n_categorical) int64; sequences: each (N, max_len) int64, items first, then PAD;
+    dense (N, n_numeric) float32; domain (N,) int64; labels (N, tasks) float32; user (N,) int64
+    group ids for GAUC; oracle (N,) float64 true click probabilities.
+    """
+
+    sparse: np.ndarray
+    sequences: tuple[np.ndarray, ...]
+    dense: np.ndarray
+    domain: np.ndarray
+    labels: np.ndarray | None
+    user: np.ndarray | None = None
+    oracle: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.domain)
 
 
-def _as_text(frame: pl.DataFrame, name: str) -> pl.Expr:
-    dtype = frame.schema[name]
+def _as_text(types: pl.Schema, name: str) -> pl.Expr:
+    dtype = types[name]
     if isinstance(dtype, pl.List | pl.Array):
         return pl.col(name).cast(pl.List(pl.String))
     return pl.col(name).cast(pl.String)
 
 
-def _sequence_items(frame: pl.DataFrame, name: str, sep: str) -> pl.Expr:
-    if frame.schema[name] == pl.String:
+def _sequence_items(types: pl.Schema, name: str, sep: str) -> pl.Expr:
+    if types[name] == pl.String:
         return pl.col(name).str.split(sep)
-    return _as_text(frame, name)
+    return _as_text(types, name)
 
 
 def _text(value: object) -> str | None:
@@ -64,6 +71,12 @@ def _is_int_text(text: str) -> bool:
     return body.isascii() and body.isdigit() and str(int(text)) == text
 
 
+def _scaled(column: pl.Expr, log1p: bool) -> pl.Expr:
+    """A numeric column as float64 with NaN as null, after ``log(1 + max(x, 0))`` if asked."""
+    column = column.cast(pl.Float64).fill_nan(None)
+    return column.clip(lower_bound=0).log1p() if log1p else column
+
+
 def _number(value: object) -> float:
     """A raw numeric value as float; None or NaN -> NaN (later replaced by the mean)."""
     if value is None:
@@ -73,61 +86,88 @@ def _number(value: object) -> float:
 
 @dataclass
 class Encoder:
-    """Fitted vocabularies and scalers; ``fit`` on train, ``transform`` anything with the same columns."""
+    """Fitted vocabularies (by vocabulary name) and scalers; ``fit`` on train, ``transform``
+    anything with the same columns."""
 
-    roles: Roles
+    schema: Schema
     vocabs: dict[str, list[str]] = field(default_factory=dict)
     scalers: dict[str, tuple[float, float]] = field(default_factory=dict)
     domains: list[str] = field(default_factory=list)
 
     @property
     def categorical(self) -> list[str]:
-        return [f.name for f in self.roles.features if f.kind == "categorical"]
+        return [f.name for f in self.schema.categorical]
 
     @property
     def sequence(self) -> list[str]:
-        return [f.name for f in self.roles.features if f.kind == "sequence"]
+        return [f.name for f in self.schema.sequence]
 
     @property
     def numeric(self) -> list[str]:
-        return [f.name for f in self.roles.features if f.kind == "numeric"]
+        return [f.name for f in self.schema.numeric]
 
     def vocab_size(self, name: str) -> int:
-        """Rows an embedding table needs for ``name``: PAD, OOV and the kept values."""
-        return len(self.vocabs[name]) + 2
+        """Rows an embedding table needs for feature ``name``: PAD, OOV and the kept values."""
+        return len(self.vocabs[self.schema.feature(name).vocabulary]) + 2
 
     def input_spec(self) -> InputSpec:
-        """Table sizes the model needs."""
+        """Table sizes, sharing and lengths the model needs."""
+        ids = [*self.schema.categorical, *self.schema.sequence]
+        first = {}
+        for i, f in enumerate(ids):
+            first.setdefault(f.vocabulary, i)
+        owner = tuple(first[f.vocabulary] for f in ids)
         return InputSpec(
             tuple(self.vocab_size(c) for c in self.categorical),
             tuple(self.vocab_size(c) for c in self.sequence),
             len(self.numeric),
             len(self.domains),
+            len(self.schema.labels),
+            owner if any(o != i for i, o in enumerate(owner)) else (),
+            tuple(f.max_len for f in self.schema.sequence),
         )
 
     @classmethod
-    def fit(cls, frame: pl.DataFrame, roles: Roles) -> Encoder:
-        enc = cls(roles)
-        counted, queries = [], []
-        for feat in roles.features:
-            if feat.kind == "numeric":
-                col = enc._numeric(frame, feat.name)
-                mean, std = col.mean(), col.std()
-                enc.scalers[feat.name] = (float(mean or 0.0), float(std) if std else 1.0)
-                continue
-            values = (
-                frame.lazy().select(_sequence_items(frame, feat.name, feat.sep).alias("v")).explode("v")
-                if feat.kind == "sequence"
-                else frame.lazy().select(_as_text(frame, feat.name).alias("v"))
+    def fit(cls, data: pl.DataFrame | pl.LazyFrame, schema: Schema, streaming: bool = False) -> Encoder:
+        """Fit on a frame, or on a lazy frame (e.g. ``pl.scan_parquet``) in one pass; with
+        ``streaming`` the pass runs on polars' streaming engine, in memory bounded by the number
+        of distinct values rather than rows."""
+        enc = cls(schema)
+        lazy = data.lazy()
+        types = lazy.collect_schema()
+        queries = []
+        for users in schema.vocabularies().values():
+            owner = users[0]
+            parts = [
+                lazy.select(_sequence_items(types, f.name, f.sep).alias("v")).explode("v")
+                if f.kind == "sequence"
+                else lazy.select(_as_text(types, f.name).alias("v"))
+                for f in users
+            ]
+            values = parts[0] if len(parts) == 1 else pl.concat(parts)
+            kept = (
+                values.drop_nulls("v")
+                .group_by("v")
+                .len()
+                .filter(pl.col("len") >= owner.min_count)
+                .sort(["len", "v"], descending=[True, False])
             )
-            counts = values.drop_nulls("v").group_by("v").len()
-            counted.append(feat.name)
-            queries.append(
-                counts.filter(pl.col("len") >= feat.min_count).sort(["len", "v"], descending=[True, False])
-            )
-        for name, kept in zip(counted, pl.collect_all(queries), strict=True):  # the features in parallel
+            queries.append(kept.head(owner.max_vocab) if owner.max_vocab is not None else kept)
+        moments = [_scaled(pl.col(f.name), f.log1p) for f in schema.numeric]
+        if moments:
+            stats = [m.mean().alias(f"{i}:mean") for i, m in enumerate(moments)]
+            queries.append(lazy.select(stats + [m.std().alias(f"{i}:std") for i, m in enumerate(moments)]))
+        queries.append(lazy.select(domain_key(schema.domain).alias("d")).unique())
+        engine = "streaming" if streaming else "auto"
+        results = pl.collect_all(queries, engine=engine)  # the features in parallel
+        for name, kept in zip(schema.vocabularies(), results, strict=False):
             enc.vocabs[name] = kept["v"].to_list()
-        enc.domains = sorted(frame[DOMAIN_KEY].unique().to_list())
+        if moments:
+            row = results[-2].row(0, named=True)
+            for i, f in enumerate(schema.numeric):
+                mean, std = row[f"{i}:mean"], row[f"{i}:std"]
+                enc.scalers[f.name] = (float(mean or 0.0), float(std) if std else 1.0)
+        enc.domains = sorted(results[-1]["d"].to_list())
         return enc
 
     def restricted(self, keep: dict[str, list[str]]) -> Encoder:
@@ -136,64 +176,60 @@ class Encoder:
         unknown = sorted(set(keep) - set(self.categorical))
         if unknown:
             raise InputError(f"data.keep names {unknown}, which are not categorical features of this data")
-        kept = {name: set(values) for name, values in keep.items()}
+        kept = {self.schema.feature(name).vocabulary: set(values) for name, values in keep.items()}
         vocabs = {
             name: [v for v in vocab if v in kept[name]] if name in kept else vocab
             for name, vocab in self.vocabs.items()
         }
-        return Encoder(self.roles, vocabs, dict(self.scalers), list(self.domains))
-
-    def _numeric(self, frame: pl.DataFrame, name: str) -> pl.Series:
-        col = frame[name].cast(pl.Float64).fill_nan(None)
-        feat = next(f for f in self.roles.features if f.name == name)
-        return col.clip(lower_bound=0).log1p() if feat.log1p else col
+        return Encoder(self.schema, vocabs, dict(self.scalers), list(self.domains))
 
     def _ids(self, name: str, expr: pl.Expr) -> pl.Expr:
-        """Text -> id (vocabulary position + 2); unknown values and nulls become null, which the
-        callers fill with OOV. (A cast to an Enum of the vocabulary: 4x faster than a replace.)"""
-        return expr.cast(pl.Enum(self.vocabs[name]), strict=False).to_physical().cast(pl.Int64) + 2
+        """Text of feature ``name`` -> id (position in its vocabulary + 2); unknown values and
+        nulls become null, which the callers fill with OOV."""
+        vocab = self.vocabs[self.schema.feature(name).vocabulary]
+        return expr.cast(pl.Enum(vocab), strict=False).to_physical().cast(pl.Int64) + 2
 
     def transform(self, frame: pl.DataFrame, with_label: bool = True) -> Encoded:
-        """Encode a checked table (with ``DOMAIN_KEY``); unseen values map to OOV / domain D."""
-        n = frame.height
+        """Encode a checked table; unseen values map to OOV, unseen domains to D."""
+        n, types, schema = frame.height, frame.schema, self.schema
         sparse = (
-            frame.select([self._ids(c, _as_text(frame, c)).fill_null(OOV).alias(c) for c in self.categorical])
+            frame.select([self._ids(c, _as_text(types, c)).fill_null(OOV).alias(c) for c in self.categorical])
             .to_numpy(order="c")  # the row-major layout training gathers from, built once
             .astype(np.int64, copy=False)
             if self.categorical
             else np.zeros((n, 0), np.int64)
         )
-        sequences = tuple(
-            self._sequence(frame, f.name, f.sep, f.max_len)
-            for f in self.roles.features
-            if f.kind == "sequence"
-        )
+        sequences = tuple(self._sequence(frame, f.name, f.sep, f.max_len) for f in schema.sequence)
         dense = np.zeros((n, len(self.numeric)), np.float32)
-        for j, c in enumerate(self.numeric):
-            mean, std = self.scalers[c]
-            col = self._numeric(frame, c).fill_null(mean)
+        for j, f in enumerate(schema.numeric):
+            mean, std = self.scalers[f.name]
+            col = frame.select(_scaled(pl.col(f.name), f.log1p).fill_null(mean)).to_series()
             dense[:, j] = ((col - mean) / std).to_numpy()
         domain = (
             frame.select(
-                pl.col(DOMAIN_KEY).replace_strict(
+                domain_key(schema.domain).replace_strict(
                     self.domains, range(len(self.domains)), default=len(self.domains), return_dtype=pl.Int64
                 )
             )
             .to_series()
             .to_numpy()
         )
-        label = frame[self.roles.label].cast(pl.Float32).to_numpy() if with_label else None
+        labels = (
+            frame.select(pl.col(schema.labels).cast(pl.Float32)).to_numpy(order="c") if with_label else None
+        )
         user = None
-        if self.roles.user is not None and self.roles.user in frame.columns:
-            # any id per distinct user will do (GAUC groups by it): a categorical's codes are 5x
-            # cheaper than ranking the strings
-            user = frame.select(pl.col(self.roles.user).cast(pl.String).cast(pl.Categorical).to_physical())
+        if schema.user is not None and schema.user in frame.columns:
+            # any id per distinct user will do (GAUC groups by it)
+            user = frame.select(pl.col(schema.user).cast(pl.String).cast(pl.Categorical).to_physical())
             user = user.to_series().cast(pl.Int64).to_numpy()
-        return Encoded(sparse, sequences, dense, domain, label, user)
+        oracle = None
+        if with_label and schema.oracle is not None and schema.oracle in frame.columns:
+            oracle = frame[schema.oracle].cast(pl.Float64).to_numpy()
+        return Encoded(sparse, sequences, dense, domain, labels, user, oracle)
 
     def _sequence(self, frame: pl.DataFrame, name: str, sep: str, max_len: int) -> np.ndarray:
         ids = frame.select(
-            _sequence_items(frame, name, sep)
+            _sequence_items(frame.schema, name, sep)
             .list.head(max_len)
             .list.eval(self._ids(name, pl.element()).fill_null(OOV))
             .alias("ids")
@@ -205,8 +241,8 @@ class Encoder:
 
     def encode_table(self, frame: pl.DataFrame, where: str, need_label: bool) -> Encoded:
         """Check a raw table against the run's columns and encode it."""
-        check_table(frame, self.roles, where, need_label=need_label)
-        return self.transform(with_domain_key(frame, self.roles.domain), with_label=need_label)
+        check_table(frame, self.schema, where, need_label=need_label)
+        return self.transform(frame, with_label=need_label)
 
     @cached_property
     def _lookups(self) -> dict[str, dict[object, int]]:
@@ -219,8 +255,8 @@ class Encoder:
         return lookups
 
     def _record_ids(self, name: str, values: list[object]) -> list[int]:
-        """Ids of raw values as ``transform`` gives them (unknown or None -> OOV)."""
-        lookup = self._lookups[name]
+        """Ids of feature ``name``'s raw values as ``transform`` gives them (unknown or None -> OOV)."""
+        lookup = self._lookups[self.schema.feature(name).vocabulary]
         ids = [lookup.get(v, 0) if v.__class__ is str or v.__class__ is int else 0 for v in values]
         for i, found in enumerate(ids):
             if not found:  # floats, booleans, None, unknown values: through their text
@@ -233,8 +269,8 @@ class Encoder:
         Equal to ``transform`` on the same rows as a table; every feature and domain column
         must be a key (None = missing value).
         """
-        n, features = len(records), self.roles.features
-        need = [*self.roles.domain, *(f.name for f in features)]
+        n, schema = len(records), self.schema
+        need = [*schema.domain, *(f.name for f in schema.features)]
         for i, record in enumerate(records):
             if not all(c in record for c in need):
                 missing = next(c for c in need if c not in record)
@@ -242,28 +278,23 @@ class Encoder:
         sparse = np.empty((n, len(self.categorical)), np.int64)
         for j, c in enumerate(self.categorical):
             sparse[:, j] = self._record_ids(c, [r[c] for r in records])
-        sequences = tuple(
-            self._sequence_records(records, f.name, f.sep, f.max_len)
-            for f in features
-            if f.kind == "sequence"
-        )
+        sequences = tuple(self._sequence_records(records, f.name, f.sep, f.max_len) for f in schema.sequence)
         dense = np.zeros((n, len(self.numeric)), np.float32)
-        for j, c in enumerate(self.numeric):
-            mean, std = self.scalers[c]
-            log1p = next(f for f in features if f.name == c).log1p
-            values = np.array([_number(r[c]) for r in records], np.float64)
-            if log1p:
+        for j, f in enumerate(schema.numeric):
+            mean, std = self.scalers[f.name]
+            values = np.array([_number(r[f.name]) for r in records], np.float64)
+            if f.log1p:
                 values = np.log1p(np.clip(values, 0, None))
             dense[:, j] = (np.where(np.isnan(values), mean, values) - mean) / std
         index = {d: i for i, d in enumerate(self.domains)}
-        columns = self.roles.domain
+        columns = schema.domain
         keys = (
             [_text(r[columns[0]]) or "<null>" for r in records]
             if len(columns) == 1
             else ["|".join(_text(r[c]) or "<null>" for c in columns) for r in records]
         )
         domain = np.array([index.get(k, len(self.domains)) for k in keys], np.int64)
-        return Encoded(sparse, sequences, dense, domain, None, None)
+        return Encoded(sparse, sequences, dense, domain, None)
 
     def _sequence_records(
         self, records: Sequence[Mapping[str, object]], name: str, sep: str, max_len: int
@@ -283,7 +314,7 @@ class Encoder:
 
     def to_dict(self) -> dict:
         return {
-            "roles": self.roles.to_dict(),
+            "schema": self.schema.to_dict(),
             "vocabs": self.vocabs,
             "scalers": {k: list(v) for k, v in self.scalers.items()},
             "domains": self.domains,
@@ -291,8 +322,18 @@ class Encoder:
 
     @classmethod
     def from_dict(cls, data: dict) -> Encoder:
+        if "roles" in data:  # a run written before the schema: one label, no shared vocabularies
+            roles = data["roles"]
+            schema = Schema(
+                features=roles["features"],
+                domain=roles["domain"],
+                labels=(roles["label"],),
+                user=roles["user"],
+            )
+        else:
+            schema = Schema.from_dict(data["schema"])
         return cls(
-            Roles.from_dict(data["roles"]),
+            schema,
             data["vocabs"],
             {k: (v[0], v[1]) for k, v in data["scalers"].items()},
             data["domains"],
@@ -305,7 +346,7 @@ class Encoder:
     def load(cls, path: str | Path) -> Encoder:
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError) as err:
+        except (OSError, ValueError, KeyError, TypeError) as err:
             raise InputError(
                 f"{path}: cannot read the vocabularies ({type(err).__name__}); "
                 f"the run directory is damaged, retrain it"

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from mdctr.data.schema import Feature, Schema
+
 CATEGORICAL = ("user", "item", "category", "brand", "city", "device")
 CARDINALITY = (5000, 2000, 50, 300, 100, 8)
 NOISE = ("noise_a", "noise_b")
@@ -40,23 +42,53 @@ def domain_shares(domains: int) -> np.ndarray:
     return shares / shares.sum()
 
 
+SCHEMA = Schema(
+    features=(
+        *(Feature(name=c) for c in (*CATEGORICAL, *NOISE)),
+        Feature(name="price", kind="numeric", log1p=True),
+        Feature(name="tags", kind="sequence", max_len=3),
+    ),
+    domain=("domain",),
+    labels=("label",),
+    user="user",
+    oracle="p",
+)
+"""The columns of a synthetic log; ``p`` is the oracle."""
+
+
 def generate(spec: SyntheticSpec = SyntheticSpec()) -> pl.DataFrame:
     """Rows with columns domain, the categorical features, noise features, ``price`` (numeric),
     ``tags`` (list), ``p`` (true click probability) and ``label`` (sampled from ``p``)."""
     rng = np.random.default_rng(spec.seed)
-    n, r, d_count = spec.rows, spec.rank, spec.domains
+    return _sample(spec, spec.rows, rng, rng)
+
+
+def generate_shard(spec: SyntheticSpec, shard: int, rows: int) -> pl.DataFrame:
+    """Shard ``shard`` (``rows`` rows) of a log of any size: every shard of one ``spec.seed``
+    shares the log's parameters (latent vectors, biases, domain effects; drawn from the seed
+    alone, so they differ from ``generate``'s), and draws its rows from its own seed."""
+    world = np.random.default_rng(spec.seed)
+    return _sample(spec, rows, world, np.random.default_rng([spec.seed, shard + 1]))
+
+
+def _sample(
+    spec: SyntheticSpec, n: int, world: np.random.Generator, rng: np.random.Generator
+) -> pl.DataFrame:
+    """Draw ``n`` rows: the log's parameters from ``world``, the rows from ``rng`` (one generator
+    for both is the single-table order of ``generate``)."""
+    r, d_count = spec.rank, spec.domains
     domain = rng.choice(d_count, size=n, p=domain_shares(d_count))
     ids = [
         np.minimum(rng.zipf(1.3, size=n) - 1, card - 1) if k == 0 else rng.integers(0, card, size=n)
         for k, card in enumerate(CARDINALITY)
     ]
-    latent = [rng.normal(0, 1 / np.sqrt(r), size=(card, r)) for card in CARDINALITY]
-    bias = [rng.normal(0, 0.3, size=card) for card in CARDINALITY]
+    latent = [world.normal(0, 1 / np.sqrt(r), size=(card, r)) for card in CARDINALITY]
+    bias = [world.normal(0, 0.3, size=card) for card in CARDINALITY]
     z = [latent[k][ids[k]] for k in range(len(CARDINALITY))]
 
-    logit = spec.base_rate + rng.normal(0, 0.3, size=d_count)[domain]
+    logit = spec.base_rate + world.normal(0, 0.3, size=d_count)[domain]
     logit = logit + sum(bias[k][ids[k]] for k in range(len(CARDINALITY)))
-    reweight = 1 + spec.domain_strength * rng.normal(0, 0.7, size=(d_count, r))
+    reweight = 1 + spec.domain_strength * world.normal(0, 0.7, size=(d_count, r))
     for i, j in SHARED_PAIRS:
         logit = logit + (z[i] * z[j] * reweight[domain]).sum(1)
     own_pair = np.array([DOMAIN_PAIRS[d % len(DOMAIN_PAIRS)] for d in range(d_count)])
@@ -70,7 +102,7 @@ def generate(spec: SyntheticSpec = SyntheticSpec()) -> pl.DataFrame:
     logit = logit + slope[domain] * (np.log(price) - 3)
 
     tag_count = rng.integers(0, 4, size=n)
-    tag_bias = rng.normal(0, 0.4, size=30)
+    tag_bias = world.normal(0, 0.4, size=30)
     tag_ids = rng.integers(0, 30, size=(n, 3))
     tag_mask = np.arange(3)[None, :] < tag_count[:, None]
     logit = logit + (tag_bias[tag_ids] * tag_mask).sum(1) / np.maximum(tag_count, 1)

@@ -9,55 +9,32 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
 
-from mdctr.config import DataConfig, FeatureConfig
+from mdctr.config import DataConfig
+from mdctr.data.schema import Schema
 from mdctr.errors import InputError
 
-DOMAIN_KEY = "__domain__"
 
+def schema_of(cfg: DataConfig) -> Schema:
+    """The schema an experiment's data section declares (a task's, narrowed by ``features``)."""
+    if cfg.task is not None:
+        from mdctr.data.tasks import TASKS
 
-@dataclass(frozen=True)
-class Roles:
-    """Which column plays which part: label, domain (one or several columns), features, user."""
-
-    label: str
-    domain: tuple[str, ...]
-    features: tuple[FeatureConfig, ...]
-    user: str | None = None
-
-    @classmethod
-    def from_config(cls, cfg: DataConfig) -> Roles:
-        if cfg.task is not None:
-            from mdctr.data.tasks import TASKS
-
-            task = TASKS[cfg.task]
-            return cls(task.label, (task.domain,), cfg.features or task.features, cfg.user or task.user)
-        assert cfg.label is not None and cfg.domain is not None
-        domain = (cfg.domain,) if isinstance(cfg.domain, str) else tuple(cfg.domain)
-        return cls(cfg.label, domain, cfg.features, cfg.user)
-
-    @property
-    def text_columns(self) -> tuple[str, ...]:
-        """Columns whose values are ids: read from CSV as text (a zip code "07030" stays itself)."""
-        ids = [f.name for f in self.features if f.kind != "numeric"]
-        return tuple(dict.fromkeys([*ids, *self.domain, *([self.user] if self.user else [])]))
-
-    def to_dict(self) -> dict[str, object]:
-        return {
-            "label": self.label,
-            "domain": list(self.domain),
-            "user": self.user,
-            "features": [f.model_dump() for f in self.features],
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Roles:
-        return cls(
-            data["label"],
-            tuple(data["domain"]),
-            tuple(FeatureConfig(**f) for f in data["features"]),
-            data.get("user"),
+        task = TASKS[cfg.task].schema
+        update = {"features": cfg.features or task.features, "user": cfg.user or task.user}
+        return task.model_copy(update={**update, "oracle": cfg.oracle or task.oracle})
+    assert cfg.label is not None and cfg.domain is not None
+    try:
+        return Schema(
+            features=cfg.features,
+            domain=(cfg.domain,) if isinstance(cfg.domain, str) else tuple(cfg.domain),
+            labels=(cfg.label,) if isinstance(cfg.label, str) else tuple(cfg.label),
+            user=cfg.user,
+            oracle=cfg.oracle,
         )
+    except ValidationError as err:
+        raise InputError(f"data: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
 def read_table(path: str | Path, text_columns: Iterable[str] = ()) -> pl.DataFrame:
@@ -125,19 +102,23 @@ def check_label(series: pl.Series, where: str) -> None:
         )
 
 
-def check_table(frame: pl.DataFrame, roles: Roles, where: str, need_label: bool = True) -> None:
-    """Every declared column exists with a usable type; the label is clean 0/1."""
+def check_table(frame: pl.DataFrame, schema: Schema, where: str, need_label: bool = True) -> None:
+    """Every declared column exists with a usable type; the labels are clean 0/1."""
     if frame.height == 0:
         raise InputError(f"{where} has no rows; give at least one row")
     if need_label:
-        check_label(_need_column(frame, roles.label, "label", where), where)
-    for name in roles.domain:
+        for label in schema.labels:
+            check_label(_need_column(frame, label, "label", where), where)
+        oracle = schema.oracle
+        if oracle is not None and oracle in frame.columns and not _is_numeric(frame.schema[oracle]):
+            raise InputError(f"{where}: oracle column {schema.oracle!r} must hold probabilities")
+    for name in schema.domain:
         col = _need_column(frame, name, "domain", where)
         if isinstance(col.dtype, pl.List | pl.Array | pl.Struct):
             raise InputError(f"{where}: domain column {name!r} holds {col.dtype}; it must be a scalar column")
-    if roles.user is not None:
-        _need_column(frame, roles.user, "user", where)
-    for feat in roles.features:
+    if schema.user is not None:
+        _need_column(frame, schema.user, "user", where)
+    for feat in schema.features:
         col = _need_column(frame, feat.name, feat.kind, where)
         nested = isinstance(col.dtype, pl.List | pl.Array)
         if feat.kind == "numeric" and not _is_numeric(col.dtype):
@@ -154,20 +135,18 @@ def check_table(frame: pl.DataFrame, roles: Roles, where: str, need_label: bool 
             )
 
 
-def with_domain_key(frame: pl.DataFrame, domain: tuple[str, ...]) -> pl.DataFrame:
-    """Add the domain as one text column (several domain columns joined by '|')."""
-    parts = [pl.col(c).cast(pl.String).fill_null("<null>") for c in domain]
-    key = parts[0] if len(parts) == 1 else pl.concat_str(parts, separator="|")
-    return frame.with_columns(key.alias(DOMAIN_KEY))
+def domain_key(columns: tuple[str, ...]) -> pl.Expr:
+    """The domain of each row as text (several domain columns joined by '|', null as '<null>')."""
+    parts = [pl.col(c).cast(pl.String).fill_null("<null>") for c in columns]
+    return parts[0] if len(parts) == 1 else pl.concat_str(parts, separator="|")
 
 
 def split(
-    frame: pl.DataFrame, label: str, valid: float, test: float, seed: int
+    frame: pl.DataFrame, schema: Schema, valid: float, test: float, seed: int
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
-    """Random train/valid/test split stratified by label within each domain (``DOMAIN_KEY``)."""
-    groups = frame.select(pl.struct(DOMAIN_KEY, pl.col(label).cast(pl.Int8)).rank("dense").alias("g"))[
-        "g"
-    ].to_numpy()
+    """Random train/valid/test split stratified by the main label within each domain."""
+    group = pl.struct(domain_key(schema.domain), pl.col(schema.label).cast(pl.Int8)).rank("dense")
+    groups = frame.select(group)[:, 0].to_numpy()
     order = np.random.default_rng(seed).permutation(frame.height)
     order = order[np.argsort(groups[order], kind="stable")]
     sorted_groups = groups[order]
@@ -182,9 +161,9 @@ def split(
 
 @dataclass(frozen=True)
 class Prepared:
-    """Checked tables for one experiment, split, with the domain key added."""
+    """Checked tables for one experiment, split."""
 
-    roles: Roles
+    schema: Schema
     train: pl.DataFrame
     valid: pl.DataFrame
     test: pl.DataFrame
@@ -192,7 +171,7 @@ class Prepared:
 
 def prepare(cfg: DataConfig) -> Prepared:
     """Load the task or the user's table(s), check them and split them."""
-    roles = Roles.from_config(cfg)
+    schema = schema_of(cfg)
     if cfg.task is not None:
         from mdctr.data.tasks import TASKS
 
@@ -200,11 +179,10 @@ def prepare(cfg: DataConfig) -> Prepared:
         names = [cfg.task]
     else:
         names = [p for p in (cfg.path, cfg.valid_path, cfg.test_path) if p is not None]
-        frames = [read_table(p, roles.text_columns) for p in names]
+        frames = [read_table(p, schema.id_columns) for p in names]
     for frame, name in zip(frames, names, strict=True):
-        check_table(frame, roles, str(name))
-    frames = [with_domain_key(f, roles.domain) for f in frames]
+        check_table(frame, schema, str(name))
     if len(frames) == 3:
-        return Prepared(roles, *frames)
-    train, valid, test = split(frames[0], roles.label, cfg.split.valid, cfg.split.test, cfg.split.seed)
-    return Prepared(roles, train, valid, test)
+        return Prepared(schema, *frames)
+    train, valid, test = split(frames[0], schema, cfg.split.valid, cfg.split.test, cfg.split.seed)
+    return Prepared(schema, train, valid, test)

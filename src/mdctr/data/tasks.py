@@ -1,4 +1,4 @@
-"""The benchmark tasks of BENCHMARKS.md: which data, label, domain and features."""
+"""The benchmark tasks of BENCHMARKS.md: which data, and the schema of its columns."""
 
 from __future__ import annotations
 
@@ -7,25 +7,22 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from mdctr.config import FeatureConfig
 from mdctr.data import movielens, synthetic
+from mdctr.data.schema import Feature, Schema
 
 
 @dataclass(frozen=True)
 class Task:
-    """A benchmark task: a loader of the full table plus its column roles."""
+    """A benchmark task: a loader of the full table (given a row count, for generators) and the
+    schema of its columns."""
 
     load: Callable[[int | None], pl.DataFrame]
-    label: str
-    domain: str
-    features: tuple[FeatureConfig, ...]
-    user: str | None
-    extra: tuple[str, ...] = ()
+    schema: Schema
 
 
 MOVIELENS_FEATURES = (
-    *(FeatureConfig(name=c) for c in ("user_id", "item_id", "gender", "age", "occupation", "zip_code")),
-    FeatureConfig(name="genres", kind="sequence", max_len=6),
+    *(Feature(name=c) for c in ("user_id", "item_id", "gender", "age", "occupation", "zip_code")),
+    Feature(name="genres", kind="sequence", max_len=6),
 )
 
 
@@ -42,15 +39,13 @@ def _synthetic(rows: int | None) -> pl.DataFrame:
     return synthetic.generate(spec)
 
 
-SYNTHETIC_FEATURES = (
-    *(FeatureConfig(name=c) for c in (*synthetic.CATEGORICAL, *synthetic.NOISE)),
-    FeatureConfig(name="price", kind="numeric", log1p=True),
-    FeatureConfig(name="tags", kind="sequence", max_len=3),
-)
+def _movielens_schema(domain: str) -> Schema:
+    return Schema(features=MOVIELENS_FEATURES, domain=(domain,), labels=("label",), user="user_id")
+
 
 TASKS: dict[str, Task] = {
-    "ml100k-gender": Task(_movielens("movielens-100k"), "label", "gender", MOVIELENS_FEATURES, "user_id"),
-    "ml1m-gender": Task(_movielens("movielens-1m"), "label", "gender", MOVIELENS_FEATURES, "user_id"),
-    "ml1m-age": Task(_movielens("movielens-1m"), "label", "age", MOVIELENS_FEATURES, "user_id"),
-    "synthetic": Task(_synthetic, "label", "domain", SYNTHETIC_FEATURES, "user", extra=("p",)),
+    "ml100k-gender": Task(_movielens("movielens-100k"), _movielens_schema("gender")),
+    "ml1m-gender": Task(_movielens("movielens-1m"), _movielens_schema("gender")),
+    "ml1m-age": Task(_movielens("movielens-1m"), _movielens_schema("age")),
+    "synthetic": Task(_synthetic, synthetic.SCHEMA),
 }

@@ -12,14 +12,15 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import FieldEmbedding, InputSpec, embedding_from_config
+from mdctr.data.schema import InputSpec
+from mdctr.nn.embedding import FieldEmbedding, embedding_from_config
 
 
 class Backbone(nn.Module):
     """``logit = head(represent(fields)) + wide(fields)`` with ``fields = embedding(batch)``.
 
     Subclasses build their network between ``_embed`` (sets ``embedding`` and ``num_fields``)
-    and ``_output`` (sets ``out_features`` and ``head``), and define ``represent`` (the network
+    and ``_output`` (sets ``out_features`` and ``head``, one logit per task), and define ``represent`` (the network
     below the logit, (B, F, dim) -> (B, out_features)) and, where the model has logit terms that
     skip the network (first order, FM), ``wide``. With ``body_only`` the backbone has neither
     embedding nor head: it is a bottom or expert of a multi-domain model, which embeds once.
@@ -37,10 +38,11 @@ class Backbone(nn.Module):
     def _embed(self, spec: InputSpec, cfg: ModelConfig) -> None:
         self.embedding = None if self.body_only else embedding_from_config(spec, cfg)
         self.num_fields = spec.fields(cfg.domain_as_feature)
+        self.tasks = spec.tasks
 
     def _output(self, out_features: int) -> None:
         self.out_features = out_features
-        self.head = None if self.body_only else nn.Linear(out_features, 1)
+        self.head = None if self.body_only else nn.Linear(out_features, self.tasks)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
@@ -60,7 +62,11 @@ class Backbone(nn.Module):
         return deep if wide is None else torch.cat([deep, wide.unsqueeze(1)], 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
+        """-> logits (B,), or (B, tasks) with several tasks (the wide terms shared by all)."""
         fields = self.embedding(batch)
-        logit = self.head(self.represent(fields, batch)).squeeze(-1)
+        logit = self.head(self.represent(fields, batch))
+        logit = logit.squeeze(-1) if self.tasks == 1 else logit
         wide = self.wide(fields, batch)
-        return logit if wide is None else logit + wide
+        if wide is None:
+            return logit
+        return logit + (wide if self.tasks == 1 else wide.unsqueeze(1))

@@ -9,8 +9,9 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import embedding_from_config
 from mdctr.nn.mlp import GroupedMLP
 
 BodyMaker = Callable[[], Backbone]

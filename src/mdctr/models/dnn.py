@@ -6,8 +6,8 @@ import torch
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec
 from mdctr.nn.mlp import mlp_from_config
 
 

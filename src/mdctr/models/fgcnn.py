@@ -10,8 +10,8 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec
 from mdctr.nn.interaction import PairwiseInnerProduct
 from mdctr.nn.mlp import mlp_from_config
 

@@ -13,8 +13,8 @@ from torch import nn
 
 from mdctr.config import AttentionConfig, ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import InputSpec
 
 
 class HiformerLayer(nn.Module):

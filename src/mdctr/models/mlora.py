@@ -7,7 +7,7 @@ from torch import nn
 
 from mdctr.data.batch import Batch
 from mdctr.errors import InputError
-from mdctr.models.stages import Stage, shared_parameters
+from mdctr.models.protocols import Stage, shared_parameters
 from mdctr.nn import native
 from mdctr.nn.domain import DomainRouting
 from mdctr.nn.lora import inject_lora, lora_layers

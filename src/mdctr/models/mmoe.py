@@ -7,8 +7,9 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.common import BodyMaker, MixtureOfExperts
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.nn.embedding import embedding_from_config
 from mdctr.nn.heads import DomainTowers, select_domain
 
 

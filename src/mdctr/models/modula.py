@@ -9,7 +9,7 @@ from torch import nn
 
 from mdctr.data.batch import Batch
 from mdctr.errors import InputError
-from mdctr.models.stages import Stage, shared_parameters
+from mdctr.models.protocols import Stage, shared_parameters
 from mdctr.nn.domain import DomainLinear, DomainRouting
 from mdctr.nn.lora import DomainLoRALinear, inject_lora
 

@@ -8,7 +8,8 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.nn.embedding import InputSpec, embedding_from_config
+from mdctr.data.schema import InputSpec
+from mdctr.nn.embedding import embedding_from_config
 from mdctr.nn.mlp import DenseBlock
 
 

@@ -8,9 +8,9 @@ from torch import nn
 
 from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
+from mdctr.data.schema import InputSpec
 from mdctr.models.common import FlatInput
 from mdctr.nn.domain import DomainLinear, DomainRouting
-from mdctr.nn.embedding import InputSpec
 from mdctr.nn.mlp import MLP, Dropout
 
 

@@ -2,78 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
 from mdctr.config import ModelConfig
-from mdctr.data.batch import Batch
+from mdctr.data.batch import PAD, Batch
+from mdctr.data.schema import InputSpec
+from mdctr.nn.lookup import lookup
+from mdctr.nn.pooling import MeanPooling
 
 EmbeddingKind = Literal["table", "hashed", "unified"]
 PRIME = 2_147_483_647  # 2^31 - 1: ids and multipliers below it keep every product inside int64
-
-
-def _table_gradient(
-    ids: torch.Tensor, rows: torch.Tensor, table_rows: int, padding_idx: int | None
-) -> torch.Tensor:
-    """Dense (table_rows, dim) gradient: ``rows`` (n, dim) summed into the rows ``ids`` (n ids)
-    by one ``index_add``; the padding row gets none."""
-    grad_weight = rows.new_zeros(table_rows, rows.shape[-1]).index_add_(0, ids.reshape(-1), rows)
-    if padding_idx is not None:
-        grad_weight[padding_idx] = 0
-    return grad_weight
-
-
-class _Lookup(torch.autograd.Function):
-    """``weight[rows]`` whose backward is one ``index_add`` into a dense gradient; nn.Embedding's
-    backward sorts the indices first and measured 3x slower for a batch's lookups on CPU."""
-
-    @staticmethod
-    def forward(ctx, weight, rows, padding_idx):  # noqa: ANN001, ANN205
-        ctx.save_for_backward(rows)
-        ctx.table_rows, ctx.padding_idx = weight.shape[0], padding_idx
-        return weight.index_select(0, rows.reshape(-1)).view(*rows.shape, weight.shape[1])
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        (rows,) = ctx.saved_tensors
-        grad_rows = grad.reshape(-1, grad.shape[-1])
-        return _table_gradient(rows, grad_rows, ctx.table_rows, ctx.padding_idx), None, None
-
-
-class _BagMean(torch.autograd.Function):
-    """Mean of each row's non-padding vectors, ids (B, L) -> (B, dim), with the same one
-    ``index_add`` backward as ``_Lookup`` (EmbeddingBag's backward sorts the ids first)."""
-
-    @staticmethod
-    def forward(ctx, weight, ids, padding_idx):  # noqa: ANN001, ANN205
-        keep = (ids != padding_idx).to(weight.dtype)
-        share = keep / keep.sum(1, keepdim=True).clamp(min=1)  # (B, L): 1/count or 0
-        vectors = weight.index_select(0, ids.reshape(-1)).view(*ids.shape, weight.shape[1])
-        ctx.save_for_backward(ids, share)
-        ctx.table_rows, ctx.padding_idx = weight.shape[0], padding_idx
-        return (vectors * share.unsqueeze(-1)).sum(1)
-
-    @staticmethod
-    def backward(ctx, grad):  # noqa: ANN001, ANN205
-        ids, share = ctx.saved_tensors
-        rows = (share.unsqueeze(-1) * grad.unsqueeze(1)).reshape(-1, grad.shape[-1])
-        return _table_gradient(ids, rows, ctx.table_rows, ctx.padding_idx), None, None
-
-
-def custom_backward(tensor: torch.Tensor) -> bool:
-    """Whether an op on ``tensor`` should run as its hand-written autograd Function: gradients
-    are recorded for it and no export is tracing (exports keep the plain, traceable ops)."""
-    return torch.is_grad_enabled() and tensor.requires_grad and not torch.compiler.is_exporting()
-
-
-def lookup(table: nn.Embedding, rows: torch.Tensor) -> torch.Tensor:
-    """``table(rows)``, with a faster backward while training (same values and gradients)."""
-    return (
-        _Lookup.apply(table.weight, rows, table.padding_idx) if custom_backward(table.weight) else table(rows)
-    )
 
 
 class SaltedHash(nn.Module):
@@ -93,6 +34,11 @@ class SaltedHash(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mixed = torch.remainder(ids.unsqueeze(-1) % PRIME * self.a + self.b, PRIME)
         return torch.remainder(mixed, self.buckets) + self.base
+
+    def feature(self, ids: torch.Tensor, f: int) -> torch.Tensor:
+        """Rows of feature ``f``'s hashes for ids of any shape (S...) -> (S..., chunks)."""
+        mixed = torch.remainder(ids.unsqueeze(-1) % PRIME * self.a[f] + self.b[f], PRIME)
+        return torch.remainder(mixed, self.buckets) + self.base[f]
 
 
 class FeatureGate(nn.Module):
@@ -135,26 +81,16 @@ class FeatureGate(nn.Module):
         return self.logit.detach() > 0
 
 
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model sees: table sizes per categorical and sequence feature, numeric count, domains."""
-
-    categorical: tuple[int, ...]
-    sequence: tuple[int, ...]
-    numeric: int
-    domains: int
-
-    def fields(self, domain_as_feature: bool) -> int:
-        return len(self.categorical) + len(self.sequence) + self.numeric + int(domain_as_feature)
-
-
 class FieldEmbedding(nn.Module):
     """Embeds a Batch into fields (B, n_fields, dim).
 
     Categorical features share one fused table (one lookup for all of them, rows offset per
-    feature); each sequence feature is mean-pooled over its non-PAD items; each numeric feature
-    scales a learned vector; the domain, when used as a feature, has its own table whose row D
-    (unseen domain) is fixed at zero so an unseen domain gets the shared prediction.
+    table); a feature that shares another's vocabulary (``InputSpec.owner``) reads that
+    feature's rows. Each sequence feature is pooled by its layer in ``pooling`` (default: the
+    mean of its items); ``None`` there leaves the sequence out of the fields, for a model that
+    reads it unpooled with ``sequence_vectors``. Each numeric feature scales a learned vector;
+    the domain, when used as a feature, has its own table whose row D (unseen domain) is fixed at
+    zero so an unseen domain gets the shared prediction.
 
     Example:
         >>> emb = FieldEmbedding(InputSpec((10, 5), (7,), 1, 2), dim=4)
@@ -172,13 +108,20 @@ class FieldEmbedding(nn.Module):
         buckets: int = 0,
         chunks: int = 1,
         gate: FeatureGate | None = None,
+        pooling: tuple[nn.Module | None, ...] | None = None,
     ) -> None:
         super().__init__()
         self.dim, self.kind = dim, kind
-        self.num_fields = spec.fields(domain_as_feature)
-        n = len(spec.categorical)
-        sizes = torch.tensor((0, *spec.categorical), dtype=torch.long)
-        self.register_buffer("offsets", torch.cumsum(sizes, 0)[:-1].clone(), persistent=False)
+        n, m = len(spec.categorical), len(spec.sequence)
+        owner = [spec.table_of(i) for i in range(n + m)]
+        if kind != "table" and owner[:n] != list(range(n)):
+            raise ValueError("categorical features sharing a vocabulary need embedding kind 'table'")
+        own = [size if owner[f] == f else 0 for f, size in enumerate(spec.categorical)]
+        sizes = torch.tensor((0, *own), dtype=torch.long)
+        starts = torch.cumsum(sizes, 0)[:-1].tolist()
+        # every id feature's first row in the fused table (a sequence's only when a categorical owns it)
+        firsts = [starts[o] if o < n else 0 for o in owner]
+        self.register_buffer("offsets", torch.tensor(firsts[:n], dtype=torch.long), persistent=False)
         if kind == "table":
             self.categorical = nn.Embedding(max(int(sizes.sum()), 1), dim)
             self.hash = None
@@ -192,9 +135,16 @@ class FieldEmbedding(nn.Module):
             self.categorical = nn.Embedding(max(rows, 1), dim // chunks)
             # feature f's chunk c has its own hash; ``hashed`` also gives each feature its own rows
             self.hash = SaltedHash(n, chunks, buckets, per_feature_rows=kind == "hashed")
-        self.sequence = nn.ModuleList(
-            nn.EmbeddingBag(size, dim, mode="mean", padding_idx=0) for size in spec.sequence
-        )
+        tables = [i for i in range(m) if owner[n + i] == n + i]
+        self.sequence = nn.ModuleList(nn.Embedding(spec.sequence[i], dim, padding_idx=PAD) for i in tables)
+        # where sequence i reads: (True, categorical owner, its first row) or (False, own table, 0)
+        self.sources = [
+            (True, o, firsts[n + i]) if o < n else (False, tables.index(o - n), 0)
+            for i, o in enumerate(owner[n:])
+        ]
+        layers = pooling if pooling is not None else tuple(MeanPooling() for _ in range(m))
+        self.pooling = nn.ModuleList(p if p is not None else nn.Identity() for p in layers)
+        self.pooled = [p is not None for p in layers]
         if gate is not None and kind != "table":
             raise ValueError("OptFS gates need embedding kind 'table'")
         self.gate = gate
@@ -202,6 +152,7 @@ class FieldEmbedding(nn.Module):
         self.domain = (
             nn.Embedding(spec.domains + 1, dim, padding_idx=spec.domains) if domain_as_feature else None
         )
+        self.num_fields = spec.fields(domain_as_feature) - self.pooled.count(False)
         self.reset_parameters(init_std)
 
     def reset_parameters(self, init_std: float) -> None:
@@ -213,6 +164,26 @@ class FieldEmbedding(nn.Module):
                         table.weight[table.padding_idx].zero_()
             nn.init.normal_(self.numeric, std=init_std)
 
+    def sequence_vectors(self, batch: Batch, i: int) -> torch.Tensor:
+        """Sequence ``i`` unpooled: (B, max_len, dim), zeros at PAD positions."""
+        ids = batch.sequences[i]
+        fused, table, first = self.sources[i]
+        if not fused:
+            return lookup(self.sequence[table], ids)
+        if self.hash is None:
+            vectors = lookup(self.categorical, ids + first)
+        else:
+            vectors = lookup(self.categorical, self.hash.feature(ids, table)).flatten(2)
+        return vectors * batch.mask(i).unsqueeze(-1).to(vectors.dtype)
+
+    def _pool(self, batch: Batch, i: int) -> torch.Tensor:
+        """Sequence ``i`` through its pooling layer: (B, dim)."""
+        pool, (fused, table, first) = self.pooling[i], self.sources[i]
+        if isinstance(pool, MeanPooling) and (self.hash is None or not fused):
+            weight = self.categorical.weight if fused else self.sequence[table].weight
+            return pool.lookup(weight, batch.sequences[i] + first if fused else batch.sequences[i], first)
+        return pool(self.sequence_vectors(batch, i), batch.mask(i))
+
     def forward(self, batch: Batch) -> torch.Tensor:
         parts = []
         if batch.sparse.shape[1]:
@@ -223,27 +194,12 @@ class FieldEmbedding(nn.Module):
             else:
                 rows = self.hash(batch.sparse)  # (B, F, chunks)
                 parts.append(lookup(self.categorical, rows).flatten(2))
-        pool = _traceable_mean if torch.compiler.is_exporting() else _bag_mean
-        parts.extend(
-            pool(bag, ids).unsqueeze(1) for bag, ids in zip(self.sequence, batch.sequences, strict=True)
-        )
+        parts.extend(self._pool(batch, i).unsqueeze(1) for i, on in enumerate(self.pooled) if on)
         if self.numeric.shape[0]:
             parts.append(batch.dense.unsqueeze(-1) * self.numeric)
         if self.domain is not None:
             parts.append(lookup(self.domain, batch.domain).unsqueeze(1))
         return torch.cat(parts, dim=1)
-
-
-def _bag_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
-    """``bag(ids)``, with a faster backward while training (same values and gradients)."""
-    return _BagMean.apply(bag.weight, ids, bag.padding_idx) if custom_backward(bag.weight) else bag(ids)
-
-
-def _traceable_mean(bag: nn.EmbeddingBag, ids: torch.Tensor) -> torch.Tensor:
-    """``bag(ids)`` as a lookup and a masked mean: exports to a few dense ONNX ops, where
-    EmbeddingBag becomes a per-row loop."""
-    mask = (ids != bag.padding_idx).unsqueeze(-1).to(bag.weight.dtype)
-    return (nn.functional.embedding(ids, bag.weight) * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def embedding_from_config(

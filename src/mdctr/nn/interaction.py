@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.nn.embedding import custom_backward
+from mdctr.nn.lookup import custom_backward
 
 
 def _pairwise(fields: torch.Tensor, field_sum: torch.Tensor) -> torch.Tensor:
