@@ -53,6 +53,15 @@ class DataConfig(_Frozen):
     oracle: str | None = Field(None, description="column with the true click probability (synthetic)")
     features: tuple[Feature, ...] = ()
     split: SplitConfig = SplitConfig()
+    streaming: bool | Literal["auto"] = Field(
+        "auto",
+        description="read the parquet files row group by row group instead of into memory; auto: when "
+        "the training files decode to more than memory_budget_mb (needs valid_path and test_path)",
+    )
+    memory_budget_mb: int = Field(
+        2048, ge=1, description="auto streaming: largest training data held in memory"
+    )
+    shuffle_buffer: int = Field(262_144, ge=1, description="streaming: rows shuffled together (a window)")
     keep: str | None = Field(
         None, description="selected_features.json of an OptFS search: other categorical values -> OOV"
     )

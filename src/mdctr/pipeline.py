@@ -16,18 +16,19 @@ import polars as pl
 import torch
 
 from mdctr import layout, runs
-from mdctr.config import Experiment
+from mdctr.config import DataConfig, Experiment
 from mdctr.data.cache import atomic_write, atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
-from mdctr.data.table import prepare, read_table
+from mdctr.data.stream import ParquetStream, open_splits, streams
+from mdctr.data.table import prepare, read_table, schema_of
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
 from mdctr.models.protocols import adapter_parameters
 from mdctr.nn.embedding import FieldEmbedding
 from mdctr.registry import build_model
 from mdctr.report import markdown, plot_curves, plot_domains
-from mdctr.train import Scores, Trainer, TrainState, predict, score
+from mdctr.train import Scores, Source, Trainer, TrainState, predict, score
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +80,15 @@ def train_experiment(
     out = Path(out)
     _claim_run_dir(out, experiment, resume, overwrite)
     start = time.perf_counter()
-    data = prepare(experiment.data)
-    encoder = Encoder.load(out / layout.VOCAB) if resume else Encoder.fit(data.train, data.schema)
-    if experiment.data.keep is not None and not resume:
-        encoder = encoder.restricted(read_selection(experiment.data.keep))
-    train, valid, test = (TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
-    del data  # the raw tables (hundreds of MB on ml1m) are not needed once encoded
+    encoder, train, valid, test = _sources(experiment.data, out / layout.VOCAB if resume else None)
     preprocess_s = time.perf_counter() - start
     log.info(
-        "data: %d train, %d valid, %d test rows, %d domains, encoded in %.1f s",
+        "data: %d train, %d valid, %d test rows, %d domains, %s in %.1f s",
         len(train),
         len(valid),
         len(test),
         len(encoder.domains),
+        "streamed: vocabularies fitted" if isinstance(train, ParquetStream) else "encoded",
         preprocess_s,
     )
     seed = experiment.train.seed
@@ -125,6 +122,22 @@ def train_experiment(
         runs.write_json(out / layout.SELECTION, selection)
     adapters = sum(p.numel() for p in adapter_parameters(model))
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
+
+
+def _sources(cfg: DataConfig, vocab: Path | None) -> tuple[Encoder, Source, Source, Source]:
+    """The fitted (or, resuming, saved) encoder and the train, valid and test rows: encoded in
+    memory, or parquet streams (``data.streaming``)."""
+    if streams(cfg):
+        splits = open_splits(cfg, schema_of(cfg))
+        encoder = Encoder.load(vocab) if vocab else Encoder.fit(splits.scan("train"), splits.schema, True)
+        if cfg.keep is not None and vocab is None:
+            encoder = encoder.restricted(read_selection(cfg.keep))
+        return encoder, *(splits.source(s, encoder, cfg.shuffle_buffer) for s in ("train", "valid", "test"))
+    data = prepare(cfg)
+    encoder = Encoder.load(vocab) if vocab else Encoder.fit(data.train, data.schema)
+    if cfg.keep is not None and vocab is None:
+        encoder = encoder.restricted(read_selection(cfg.keep))
+    return encoder, *(TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
 
 
 def metrics_of(scores: Scores, encoder: Encoder) -> dict:
@@ -196,12 +209,16 @@ def _write_results(out: Path, title: str, metrics: dict, history: list[dict], in
 def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> dict:
     """Metrics of a run on its own test split, or on a labelled table."""
     run = runs.load_run(run_dir)
+    cfg, schema, size = run.experiment.data, run.encoder.schema, run.experiment.train.eval_batch_size
+    if data_path is None and streams(cfg):
+        test = open_splits(cfg, schema).source("test", run.encoder, cfg.shuffle_buffer)
+        return metrics_of(score(run.model, test, size), run.encoder)
     if data_path is None:
-        frame, where = prepare(run.experiment.data).test, "test split"
+        frame, where = prepare(cfg).test, "test split"
     else:
-        frame, where = read_table(data_path, run.encoder.schema.id_columns), str(data_path)
+        frame, where = read_table(data_path, schema.id_columns), str(data_path)
     encoded = run.encoder.encode_table(frame, where, need_label=True)
-    return metrics_of(score(run.model, encoded, run.experiment.train.eval_batch_size), run.encoder)
+    return metrics_of(score(run.model, encoded, size), run.encoder)
 
 
 def _writable(frame: pl.DataFrame, suffix: str) -> pl.DataFrame:

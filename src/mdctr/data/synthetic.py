@@ -10,10 +10,12 @@ oracle AUC (scoring with ``p``) is the ceiling any model can reach.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from mdctr.data.cache import atomic_write
 from mdctr.data.schema import Feature, Schema
 
 CATEGORICAL = ("user", "item", "category", "brand", "city", "device")
@@ -122,3 +124,22 @@ def _sample(
         pl.Series("label", label),
     )
     return frame
+
+
+SPLIT_SHARDS = {"train": 0, "valid": 1_000_000, "test": 2_000_000}
+"""The first shard number of each split, so that no two splits draw the same rows."""
+
+
+def write_split(
+    spec: SyntheticSpec, folder: Path, split: str, rows: int, shard_rows: int, row_group: int
+) -> list[Path]:
+    """``rows`` rows of ``split`` as parquet shards ``folder/split/part-NNNNN.parquet`` of at most
+    ``shard_rows`` rows (row groups of ``row_group``), each written atomically; one shard in
+    memory at a time."""
+    paths = []
+    for k, first in enumerate(range(0, rows, shard_rows)):
+        shard = generate_shard(spec, SPLIT_SHARDS[split] + k, min(shard_rows, rows - first))
+        path = folder / split / f"part-{k:05d}.parquet"
+        atomic_write(path, lambda tmp, shard=shard: shard.write_parquet(tmp, row_group_size=row_group))
+        paths.append(path)
+    return paths

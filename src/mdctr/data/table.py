@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import glob
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,19 +38,35 @@ def schema_of(cfg: DataConfig) -> Schema:
         raise InputError(f"data: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
+def parquet_files(path: str | Path) -> list[Path]:
+    """The parquet files a path names: one file, every ``*.parquet`` in a folder, or a glob."""
+    text = str(path)
+    if any(c in text for c in "*?["):
+        files = sorted(Path(p) for p in glob.glob(text))
+    elif Path(text).is_dir():
+        files = sorted(Path(text).glob("*.parquet"))
+    else:
+        files = [Path(text)] if Path(text).is_file() else []
+    if not files:
+        raise InputError(f"{path}: no parquet file found; give a .parquet file, a folder of them or a glob")
+    return files
+
+
 def read_table(path: str | Path, text_columns: Iterable[str] = ()) -> pl.DataFrame:
-    """Read a parquet or CSV file; a missing, unreadable or empty file is an InputError.
+    """Read a parquet or CSV file (or a folder or glob of parquet files); a missing, unreadable
+    or empty file is an InputError.
 
     ``text_columns`` (those present) are read from CSV as text rather than inferred, so ids such
     as "07030" or "55405-2546" keep their value whatever the first rows look like.
     """
-    path = Path(path)
-    if not path.is_file():
+    many = Path(path).is_dir() or any(c in str(path) for c in "*?[")
+    files = parquet_files(path) if many else [Path(path)]
+    if not files[0].is_file():
         raise InputError(f"data file {path} not found; check the path")
-    suffix = path.suffix.lower()
+    suffix = files[0].suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
-            frame = pl.read_parquet(path)
+        if many or suffix in (".parquet", ".pq"):
+            frame = pl.read_parquet(files)
         elif suffix in (".csv", ".tsv", ".txt"):
             frame = pl.read_csv(
                 path,
@@ -63,17 +80,18 @@ def read_table(path: str | Path, text_columns: Iterable[str] = ()) -> pl.DataFra
         if isinstance(err, pl.exceptions.NoDataError):
             raise InputError(f"{path} is empty; give a file with a header and at least one row") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise InputError(f"{path}: cannot read it ({first}); check that it is valid {suffix[1:]}") from None
+        kind = "parquet" if many else suffix[1:]
+        raise InputError(f"{path}: cannot read it ({first}); check that it is valid {kind}") from None
     if frame.height == 0:
         raise InputError(f"{path} has no rows; give a file with at least one row")
     return frame
 
 
-def _need_column(frame: pl.DataFrame, name: str, role: str, where: str) -> pl.Series:
-    if name in frame.columns:
-        return frame[name]
-    close = difflib.get_close_matches(name, frame.columns, n=1)
-    hint = f"did you mean {close[0]!r}?" if close else f"available: {', '.join(frame.columns[:12])}"
+def _need_column(types: pl.Schema, name: str, role: str, where: str) -> pl.DataType:
+    if name in types:
+        return types[name]
+    close = difflib.get_close_matches(name, list(types), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else f"available: {', '.join(list(types)[:12])}"
     raise InputError(f"{where}: column {name!r} ({role}) not found; {hint}")
 
 
@@ -102,37 +120,45 @@ def check_label(series: pl.Series, where: str) -> None:
         )
 
 
+def check_columns(types: pl.Schema, schema: Schema, where: str, need_label: bool = True) -> None:
+    """Every declared column exists with a usable type (read from a table's column types alone)."""
+    labels = schema.labels if need_label else ()
+    for label in labels:
+        if not _is_numeric(_need_column(types, label, "label", where)):
+            raise InputError(f"{where}: label column {label!r} must be numeric 0/1, found {types[label]}")
+    oracle = schema.oracle
+    if need_label and oracle is not None and oracle in types and not _is_numeric(types[oracle]):
+        raise InputError(f"{where}: oracle column {oracle!r} must hold probabilities, found {types[oracle]}")
+    for name in schema.domain:
+        dtype = _need_column(types, name, "domain", where)
+        if isinstance(dtype, pl.List | pl.Array | pl.Struct):
+            raise InputError(f"{where}: domain column {name!r} holds {dtype}; it must be a scalar column")
+    if schema.user is not None:
+        _need_column(types, schema.user, "user", where)
+    for feat in schema.features:
+        dtype = _need_column(types, feat.name, feat.kind, where)
+        nested = isinstance(dtype, pl.List | pl.Array)
+        if feat.kind == "numeric" and not _is_numeric(dtype):
+            raise InputError(
+                f"{where}: column {feat.name!r} is declared numeric but holds {dtype}; "
+                f"cast it to numbers or declare it kind: categorical"
+            )
+        if feat.kind == "categorical" and (nested or isinstance(dtype, pl.Struct)):
+            raise InputError(f"{where}: column {feat.name!r} holds {dtype}; declare it kind: sequence")
+        if feat.kind == "sequence" and not (nested or dtype == pl.String):
+            raise InputError(
+                f"{where}: column {feat.name!r} is declared sequence but holds {dtype}; "
+                f"give a list column or text joined by {feat.sep!r}"
+            )
+
+
 def check_table(frame: pl.DataFrame, schema: Schema, where: str, need_label: bool = True) -> None:
     """Every declared column exists with a usable type; the labels are clean 0/1."""
     if frame.height == 0:
         raise InputError(f"{where} has no rows; give at least one row")
-    if need_label:
-        for label in schema.labels:
-            check_label(_need_column(frame, label, "label", where), where)
-        oracle = schema.oracle
-        if oracle is not None and oracle in frame.columns and not _is_numeric(frame.schema[oracle]):
-            raise InputError(f"{where}: oracle column {schema.oracle!r} must hold probabilities")
-    for name in schema.domain:
-        col = _need_column(frame, name, "domain", where)
-        if isinstance(col.dtype, pl.List | pl.Array | pl.Struct):
-            raise InputError(f"{where}: domain column {name!r} holds {col.dtype}; it must be a scalar column")
-    if schema.user is not None:
-        _need_column(frame, schema.user, "user", where)
-    for feat in schema.features:
-        col = _need_column(frame, feat.name, feat.kind, where)
-        nested = isinstance(col.dtype, pl.List | pl.Array)
-        if feat.kind == "numeric" and not _is_numeric(col.dtype):
-            raise InputError(
-                f"{where}: column {feat.name!r} is declared numeric but holds {col.dtype}; "
-                f"cast it to numbers or declare it kind: categorical"
-            )
-        if feat.kind == "categorical" and (nested or isinstance(col.dtype, pl.Struct)):
-            raise InputError(f"{where}: column {feat.name!r} holds {col.dtype}; declare it kind: sequence")
-        if feat.kind == "sequence" and not (nested or col.dtype == pl.String):
-            raise InputError(
-                f"{where}: column {feat.name!r} is declared sequence but holds {col.dtype}; "
-                f"give a list column or text joined by {feat.sep!r}"
-            )
+    check_columns(frame.schema, schema, where, need_label)
+    for label in schema.labels if need_label else ():
+        check_label(frame[label], where)
 
 
 def domain_key(columns: tuple[str, ...]) -> pl.Expr:
