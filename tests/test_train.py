@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from mdctr.config import Experiment
@@ -143,3 +144,18 @@ def test_separate_resume_equals_uninterrupted(experiment: Experiment, tmp_path: 
     resumed = train_experiment(exp, tmp_path / "cut", resume=True)
     assert resumed.metrics == whole.metrics
     assert resumed.state.domain_bad == whole.state.domain_bad
+
+
+def test_user_columns_named_like_internal_ones_change_nothing(tmp_path: Path) -> None:
+    from mdctr.config import parse_experiment
+
+    from .conftest import click_table, table_config
+
+    plain, odd = tmp_path / "plain.parquet", tmp_path / "odd.parquet"
+    table = click_table(3000)
+    table.write_parquet(plain)
+    names = ("__domain__", "p", "file", "v", "len", "ids", "d", "0")
+    table.with_columns(pl.lit(0.5).alias(n) for n in names).write_parquet(odd)
+    first = train_experiment(parse_experiment(table_config(plain, epochs=2)), tmp_path / "a").metrics
+    second = train_experiment(parse_experiment(table_config(odd, epochs=2)), tmp_path / "b").metrics
+    assert first == second and "oracle" not in second
