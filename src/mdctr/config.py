@@ -161,6 +161,27 @@ class FGCNNConfig(_Frozen):
         return self
 
 
+class MMoEConfig(_Frozen):
+    """MMoE (and DADNN's MMoE bottom): experts mixed by a softmax gate per domain."""
+
+    experts: int = Field(4, ge=1)
+
+
+class PLEConfig(_Frozen):
+    """PLE: shared and per-domain experts per extraction level."""
+
+    shared_experts: int = Field(2, ge=1, description="shared experts per level")
+    domain_experts: int = Field(1, ge=1, description="experts per domain per level")
+    levels: int = Field(1, ge=1, description="extraction levels (1 = CGC)")
+
+
+class DADNNConfig(_Frozen):
+    """DADNN: the shared bottom and the weight of the distillation between domain heads."""
+
+    bottom: Literal["mlp", "mmoe"] = Field("mlp", description="the backbone's network, or an MMoE of them")
+    transfer_weight: float = Field(0.1, ge=0)
+
+
 class ModelConfig(_Frozen):
     """The network: a backbone, an optional multi-domain method and their sizes."""
 
@@ -184,13 +205,10 @@ class ModelConfig(_Frozen):
     cross: CrossConfig = CrossConfig()
     attention: AttentionConfig = AttentionConfig()
     fgcnn: FGCNNConfig = FGCNNConfig()
-    experts: int = Field(4, ge=1, description="mmoe (and dadnn's mmoe bottom): number of experts")
-    shared_experts: int = Field(2, ge=1, description="ple: shared experts per level")
-    domain_experts: int = Field(1, ge=1, description="ple: experts per domain per level")
-    levels: int = Field(1, ge=1, description="ple: extraction levels (1 = CGC)")
+    mmoe: MMoEConfig = MMoEConfig()
+    ple: PLEConfig = PLEConfig()
+    dadnn: DADNNConfig = DADNNConfig()
     tower: tuple[int, ...] = Field((64,), description="per-domain tower MLP of the multi-domain models")
-    bottom: Literal["mlp", "mmoe"] = Field("mlp", description="dadnn: shared bottom network")
-    transfer_weight: float = Field(0.1, ge=0, description="dadnn: weight of the distillation between heads")
 
     @model_validator(mode="after")
     def _gates_need_tables(self) -> ModelConfig:
@@ -246,6 +264,15 @@ class AdapterTrainConfig(_Frozen):
     patience: int | None = Field(None, ge=1)
 
 
+class SparseConfig(_Frozen):
+    """Embedding tables of at least ``min_rows`` rows learn from sparse gradients (only the
+    batch's rows) with a row-wise optimizer instead of dense Adam over the whole table."""
+
+    min_rows: int | None = Field(1_000_000, ge=1, description="tables this large are sparse; null: none")
+    optimizer: Literal["rowwise_adagrad", "sparse_adam"] = "rowwise_adagrad"
+    lr: float | None = Field(None, gt=0, description="their learning rate; default train.lr")
+
+
 class TrainConfig(_Frozen):
     """The optimisation: Adam, early stopping on validation AUC, best weights restored."""
 
@@ -258,6 +285,7 @@ class TrainConfig(_Frozen):
     seed: int = 2024
     recipe: Literal["joint", "two_stage"] = "joint"
     adapter: AdapterTrainConfig = AdapterTrainConfig()
+    sparse: SparseConfig = SparseConfig()
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     checkpoint_every: int | None = Field(
         None, ge=1, description="also checkpoint every this many steps (mid-epoch resume); default: per epoch"

@@ -1,4 +1,5 @@
-"""Model names in the config -> builder functions. An explicit dict, nothing imported by name."""
+"""The one bridge from an experiment's ``model`` section to the models' typed constructors:
+names -> builder functions (explicit dicts, nothing imported by name)."""
 
 from __future__ import annotations
 
@@ -9,95 +10,211 @@ from torch import nn
 from mdctr.config import ModelConfig
 from mdctr.data.schema import InputSpec
 from mdctr.errors import InputError
-from mdctr.models.autoint import AutoInt, autoint_plus
+from mdctr.models.autoint import AutoInt
 from mdctr.models.backbone import Backbone
-from mdctr.models.common import BodyMaker
+from mdctr.models.common import BodyMaker, Experts, MixtureOfExperts
 from mdctr.models.dadnn import DADNN
 from mdctr.models.dcnv2 import DCNv2
 from mdctr.models.deepfm import DeepFM
 from mdctr.models.dnn import DNN
 from mdctr.models.fgcnn import FGCNN
 from mdctr.models.hiformer import Hiformer
-from mdctr.models.linear import FM, LR, WideDeep
+from mdctr.models.linear import FM, LR, FirstOrder, WideDeep
 from mdctr.models.mlora import MLoRA
 from mdctr.models.mmoe import MMoE
 from mdctr.models.modula import MoDULA
 from mdctr.models.pepnet import PEPNet
-from mdctr.models.ple import PLE
+from mdctr.models.ple import PLE, ExtractionLevel
 from mdctr.models.separate import Separate
 from mdctr.models.shared_bottom import SharedBottom
 from mdctr.models.star import STAR
-
-Builder = Callable[[InputSpec, ModelConfig], nn.Module]
-
-BACKBONES: dict[str, Builder] = {
-    "lr": LR,
-    "fm": FM,
-    "dnn": DNN,
-    "wdl": WideDeep,
-    "deepfm": DeepFM,
-    "dcnv2": DCNv2,
-    "autoint": AutoInt,
-    "autoint_plus": autoint_plus,
-    "fgcnn": FGCNN,
-    "hiformer": Hiformer,
-}
+from mdctr.nn.embedding import FeatureGate, FieldEmbedding
+from mdctr.nn.mlp import GroupedMLP, MLPLayers
 
 
-def _shared(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
-    """One shared model for all domains (the domain enters as a feature)."""
-    return BACKBONES[cfg.backbone](spec, cfg)
+def embedding(
+    spec: InputSpec, cfg: ModelConfig, first_order: bool = False, domain_as_feature: bool | None = None
+) -> FieldEmbedding:
+    """The field embedding a model config describes (``embedding_dim``, ``embedding.kind``,
+    OptFS gates); ``first_order``: one weight per value instead (unchunked, ungated)."""
+    e, search = cfg.embedding, cfg.optfs
+    gate = None
+    if search.search and not first_order:
+        rows = sum(size for i, size in enumerate(spec.categorical) if spec.table_of(i) == i)
+        gate = FeatureGate(max(rows, 1), search.init, search.l1, search.final_temperature)
+    return FieldEmbedding(
+        spec,
+        1 if first_order else cfg.embedding_dim,
+        cfg.embedding_init_std,
+        cfg.domain_as_feature if domain_as_feature is None else domain_as_feature,
+        e.kind,
+        e.buckets,
+        1 if first_order else e.chunks,
+        gate,
+    )
 
 
-def _mlora(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
-    """The backbone with per-domain low-rank adapters (MLoRA)."""
-    return MLoRA(BACKBONES[cfg.backbone](spec, cfg), spec.domains, cfg.lora.reduce, cfg.lora.targets)
+def mlp_layers(cfg: ModelConfig) -> MLPLayers:
+    return MLPLayers(cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.input_norm)
 
 
-def _modula(residual: bool) -> Builder:
-    def build(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
-        """The backbone with a universal and per-domain LoRA experts (MoDULA)."""
-        backbone = BACKBONES[cfg.backbone](spec, cfg)
-        return MoDULA(backbone, spec.domains, cfg.lora.reduce, cfg.lora.targets, residual)
+BackboneBuilder = Callable[[InputSpec, ModelConfig, bool], nn.Module]
+"""(spec, config, body_only) -> the backbone; ``body_only``: without embedding and head, as the
+bottom or an expert of a multi-domain model."""
+
+
+def _deep(
+    make: Callable[..., Backbone], *extra: Callable[[InputSpec, ModelConfig], object]
+) -> BackboneBuilder:
+    """A builder of a Backbone taking (embedding, fields, dim, mlp, *extra..., tasks)."""
+
+    def build(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+        own = None if body_only else embedding(spec, cfg)
+        fields = spec.fields(cfg.domain_as_feature)
+        return make(
+            own, fields, cfg.embedding_dim, mlp_layers(cfg), *(e(spec, cfg) for e in extra), tasks=spec.tasks
+        )
 
     return build
+
+
+def _first_order(spec: InputSpec, cfg: ModelConfig) -> FirstOrder:
+    return FirstOrder(embedding(spec, cfg, first_order=True))
+
+
+def _dcnv2(embedding_: FieldEmbedding | None, fields: int, dim: int, mlp: MLPLayers, cross, tasks: int):  # noqa: ANN001, ANN202
+    return DCNv2(
+        embedding_,
+        fields,
+        dim,
+        mlp,
+        cross.layers,
+        cross.structure == "parallel",
+        cross.rank,
+        cross.experts,
+        tasks,
+    )
+
+
+def _autoint(with_mlp: bool) -> BackboneBuilder:
+    def build(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+        a = cfg.attention
+        own = None if body_only else embedding(spec, cfg)
+        mlp = mlp_layers(cfg) if with_mlp else None
+        fields = spec.fields(cfg.domain_as_feature)
+        return AutoInt(own, fields, cfg.embedding_dim, a.layers, a.heads, a.dim, a.residual, mlp, spec.tasks)
+
+    return build
+
+
+def _hiformer(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+    a, own = cfg.attention, None if body_only else embedding(spec, cfg)
+    fields = spec.fields(cfg.domain_as_feature)
+    return Hiformer(own, fields, cfg.embedding_dim, a.layers, a.heads, a.dim, a.rank, spec.tasks)
+
+
+def _fgcnn(embedding_: FieldEmbedding | None, fields: int, dim: int, mlp: MLPLayers, g, tasks: int):  # noqa: ANN001, ANN202
+    return FGCNN(embedding_, fields, dim, mlp, g.channels, g.kernel_heights, g.pooling, g.recombined, tasks)
+
+
+BACKBONES: dict[str, BackboneBuilder] = {
+    "lr": lambda spec, cfg, body_only=False: LR(_first_order(spec, cfg)),
+    "fm": lambda spec, cfg, body_only=False: FM(_first_order(spec, cfg), embedding(spec, cfg)),
+    "dnn": _deep(DNN),
+    "wdl": _deep(WideDeep, _first_order),
+    "deepfm": _deep(DeepFM, _first_order),
+    "dcnv2": _deep(_dcnv2, lambda spec, cfg: cfg.cross),
+    "autoint": _autoint(with_mlp=False),
+    "autoint_plus": _autoint(with_mlp=True),
+    "fgcnn": _deep(_fgcnn, lambda spec, cfg: cfg.fgcnn),
+    "hiformer": _hiformer,
+}
+
+Builder = Callable[[InputSpec, ModelConfig], nn.Module]
 
 
 def _body(spec: InputSpec, cfg: ModelConfig) -> BodyMaker:
     """Builds the backbone's network without its embedding (the family model embeds once) and
     without its logit layer (the family's towers make the logits)."""
-
-    def make() -> Backbone:
-        return BACKBONES[cfg.backbone](spec, cfg, body_only=True)
-
-    return make
+    return lambda: BACKBONES[cfg.backbone](spec, cfg, True)
 
 
-def _family(model: Callable[[InputSpec, ModelConfig, BodyMaker], nn.Module]) -> Builder:
+def _experts(spec: InputSpec, cfg: ModelConfig, groups: int, width: int) -> Experts:
+    """``groups`` copies of the backbone's network; DNN's run batched as one GroupedMLP."""
+    if cfg.backbone == "dnn":
+        return Experts(grouped=GroupedMLP(width, cfg.hidden, groups, cfg.dropout))
+    make = _body(spec, cfg)
+    return Experts([make() for _ in range(groups)])
+
+
+def _mixture(spec: InputSpec, cfg: ModelConfig, width: int) -> MixtureOfExperts:
+    return MixtureOfExperts(_experts(spec, cfg, cfg.mmoe.experts, width), width, spec.domains)
+
+
+def _mmoe(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+    own = embedding(spec, cfg)
+    return MMoE(own, _mixture(spec, cfg, own.num_fields * cfg.embedding_dim), cfg.tower, cfg.dropout)
+
+
+def _ple(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+    own, p, domains = embedding(spec, cfg), cfg.ple, spec.domains
+    width, levels, groups = (
+        own.num_fields * cfg.embedding_dim,
+        [],
+        p.shared_experts + domains * p.domain_experts,
+    )
+    for i in range(p.levels):
+        experts = (
+            _experts(spec, cfg, groups, width)
+            if i == 0
+            else GroupedMLP(width, cfg.hidden, groups, cfg.dropout)
+        )
+        levels.append(
+            ExtractionLevel(experts, width, p.shared_experts, p.domain_experts, domains, i == p.levels - 1)
+        )
+        width = levels[-1].out_features
+    return PLE(own, levels, domains, cfg.tower, cfg.dropout)
+
+
+def _dadnn(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+    own = embedding(spec, cfg)
+    mixture = cfg.dadnn.bottom == "mmoe"
+    bottom = _mixture(spec, cfg, own.num_fields * cfg.embedding_dim) if mixture else _body(spec, cfg)()
+    return DADNN(own, bottom, spec.domains, cfg.tower, cfg.dropout, cfg.dadnn.transfer_weight)
+
+
+def _shared_bottom(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
+    own = embedding(spec, cfg)
+    return SharedBottom(own, _body(spec, cfg)(), spec.domains, cfg.tower, cfg.dropout)
+
+
+def _modula(residual: bool) -> Builder:
     def build(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
-        return model(spec, cfg, _body(spec, cfg))
+        """The backbone with a universal and per-domain LoRA experts (MoDULA)."""
+        backbone = BACKBONES[cfg.backbone](spec, cfg, False)
+        return MoDULA(backbone, spec.domains, cfg.lora.reduce, cfg.lora.targets, residual)
 
-    build.__doc__ = model.__doc__
     return build
 
 
-def _separate(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
-    """One backbone per domain, each seeing only its own rows."""
-    return Separate(lambda: BACKBONES[cfg.backbone](spec, cfg), spec.domains)
-
-
 MULTIDOMAIN: dict[str, Builder] = {
-    "none": _shared,
-    "separate": _separate,
-    "mlora": _mlora,
+    "none": lambda spec, cfg: BACKBONES[cfg.backbone](spec, cfg, False),
+    "separate": lambda spec, cfg: Separate(lambda: BACKBONES[cfg.backbone](spec, cfg, False), spec.domains),
+    "mlora": lambda spec, cfg: MLoRA(
+        BACKBONES[cfg.backbone](spec, cfg, False), spec.domains, cfg.lora.reduce, cfg.lora.targets
+    ),
     "modula": _modula(residual=False),
     "modula_res": _modula(residual=True),
-    "shared_bottom": _family(SharedBottom),
-    "mmoe": _family(MMoE),
-    "ple": _family(PLE),
-    "star": STAR,
-    "pepnet": PEPNet,
-    "dadnn": _family(DADNN),
+    "shared_bottom": _shared_bottom,
+    "mmoe": _mmoe,
+    "ple": _ple,
+    "star": lambda spec, cfg: STAR(
+        embedding(spec, cfg), cfg.embedding_dim, cfg.hidden, cfg.dropout, spec.domains, cfg.tower
+    ),
+    "pepnet": lambda spec, cfg: PEPNet(
+        embedding(spec, cfg, domain_as_feature=False), cfg.embedding_dim, mlp_layers(cfg), spec.domains
+    ),
+    "dadnn": _dadnn,
 }
 
 

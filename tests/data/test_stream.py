@@ -98,7 +98,9 @@ def test_streamed_vocabularies_and_scores_equal_the_in_memory_ones(tmp_path: Pat
 
 def split_config(root: Path, **data: object) -> dict:
     tree = table_config(root / "train")
-    tree["data"].update(valid_path=str(root / "valid"), test_path=str(root / "test"), **{"streaming": True, **data})
+    tree["data"].update(
+        valid_path=str(root / "valid"), test_path=str(root / "test"), **{"streaming": True, **data}
+    )
     tree["train"].update(epochs=2)
     return tree
 

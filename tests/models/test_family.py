@@ -21,7 +21,13 @@ from mdctr.registry import BACKBONES, FAMILY, MULTIDOMAIN, NO_NETWORK, build_mod
 D = 3
 SPEC = InputSpec(categorical=(20, 30), sequence=(10,), numeric=1, domains=D)
 CFG = dict(
-    hidden=(16, 8), tower=(8,), dropout=0.0, embedding_init_std=0.1, experts=3, levels=2, lora={"reduce": 4}
+    hidden=(16, 8),
+    tower=(8,),
+    dropout=0.0,
+    embedding_init_std=0.1,
+    mmoe={"experts": 3},
+    ple={"levels": 2},
+    lora={"reduce": 4},
 )
 
 
@@ -83,8 +89,13 @@ def test_family_models_use_the_backbone_network_over_one_embedding() -> None:
     for name, backbone, network, copies in [
         ("shared_bottom", "dcnv2", CrossNetwork, 1),
         ("dadnn", "dcnv2", CrossNetwork, 1),
-        ("mmoe", "deepfm", FactorizationMachine, cfg.experts),
-        ("ple", "deepfm", FactorizationMachine, cfg.shared_experts + D * cfg.domain_experts),  # level 1
+        ("mmoe", "deepfm", FactorizationMachine, cfg.mmoe.experts),
+        (
+            "ple",
+            "deepfm",
+            FactorizationMachine,
+            cfg.ple.shared_experts + D * cfg.ple.domain_experts,
+        ),  # level 1
     ]:
         model = model_for(name, backbone)
         bodies = [m for m in model.modules() if isinstance(m, Backbone)]

@@ -10,39 +10,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
-from mdctr.nn.embedding import FieldEmbedding, embedding_from_config
+from mdctr.nn.embedding import FieldEmbedding
 
 
 class Backbone(nn.Module):
     """``logit = head(represent(fields)) + wide(fields)`` with ``fields = embedding(batch)``.
 
-    Subclasses build their network between ``_embed`` (sets ``embedding`` and ``num_fields``)
-    and ``_output`` (sets ``out_features`` and ``head``, one logit per task), and define ``represent`` (the network
-    below the logit, (B, F, dim) -> (B, out_features)) and, where the model has logit terms that
-    skip the network (first order, FM), ``wide``. With ``body_only`` the backbone has neither
-    embedding nor head: it is a bottom or expert of a multi-domain model, which embeds once.
+    Built from its ``embedding`` (or None: a bottom or expert of a multi-domain model, which
+    embeds once and makes the logits itself; such a backbone has no head either), the number of
+    ``fields`` and their size ``dim``, and ``tasks`` (logits per row). Subclasses build their
+    network, call ``_output`` (sets ``out_features`` and ``head``, one logit per task), and define
+    ``represent`` (the network below the logit, (B, F, dim) -> (B, out_features)) and, where the
+    model has logit terms that skip the network (first order, FM), ``wide``.
     """
 
-    embedding: FieldEmbedding | None
     head: nn.Linear | None
-    num_fields: int
     out_features: int
 
-    def __init__(self, body_only: bool) -> None:
+    def __init__(self, embedding: FieldEmbedding | None, fields: int, dim: int, tasks: int = 1) -> None:
         super().__init__()
-        self.body_only = body_only
-
-    def _embed(self, spec: InputSpec, cfg: ModelConfig) -> None:
-        self.embedding = None if self.body_only else embedding_from_config(spec, cfg)
-        self.num_fields = spec.fields(cfg.domain_as_feature)
-        self.tasks = spec.tasks
+        self.embedding = embedding
+        self.num_fields, self.dim, self.tasks = fields, dim, tasks
 
     def _output(self, out_features: int) -> None:
         self.out_features = out_features
-        self.head = None if self.body_only else nn.Linear(out_features, self.tasks)
+        self.head = None if self.embedding is None else nn.Linear(out_features, self.tasks)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         raise NotImplementedError

@@ -1,17 +1,15 @@
-"""Pieces the multi-domain models share: embedding the input and the expert networks."""
+"""Pieces the multi-domain models share: the flat input and the expert networks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
-from mdctr.nn.embedding import embedding_from_config
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.mlp import GroupedMLP
 
 BodyMaker = Callable[[], Backbone]
@@ -21,10 +19,10 @@ BodyMaker = Callable[[], Backbone]
 class FlatInput(nn.Module):
     """Field embeddings flattened to (B, fields * dim)."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+    def __init__(self, embedding: FieldEmbedding, dim: int) -> None:
         super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        self.out_features = self.embedding.num_fields * cfg.embedding_dim
+        self.embedding = embedding
+        self.out_features = embedding.num_fields * dim
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.embedding(batch).flatten(1)
@@ -33,18 +31,17 @@ class FlatInput(nn.Module):
 class Experts(nn.Module):
     """G expert networks over the same field embeddings: (fields, batch) -> (B, G, H).
 
-    With the DNN backbone the G MLPs run batched as one GroupedMLP; any other backbone's
-    network is built G times by ``make_body`` and stacked.
+    Either G backbone networks (``bodies``), stacked, or G MLPs run batched as one GroupedMLP
+    over the flat fields (``grouped``).
     """
 
-    def __init__(self, width: int, cfg: ModelConfig, groups: int, make_body: BodyMaker) -> None:
+    def __init__(self, bodies: Sequence[Backbone] = (), grouped: GroupedMLP | None = None) -> None:
         super().__init__()
-        if cfg.backbone == "dnn":
-            self.grouped, self.bodies = GroupedMLP(width, cfg.hidden, groups, cfg.dropout), None
-            self.out_features = self.grouped.out_features
-        else:
-            self.grouped, self.bodies = None, nn.ModuleList(make_body() for _ in range(groups))
-            self.out_features = self.bodies[0].feature_width
+        if (grouped is None) == (not bodies):
+            raise ValueError("Experts needs either backbone bodies or one GroupedMLP")
+        self.grouped, self.bodies = grouped, nn.ModuleList(bodies) if bodies else None
+        self.groups = grouped.groups if grouped is not None else len(bodies)
+        self.out_features = grouped.out_features if grouped is not None else bodies[0].feature_width
 
     def forward(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         if self.bodies is None:
@@ -53,13 +50,13 @@ class Experts(nn.Module):
 
 
 class MixtureOfExperts(nn.Module):
-    """MMoE's core: E experts and one softmax gate per domain -> (B, D, H)."""
+    """MMoE's core: the experts and one softmax gate per domain over them -> (B, D, H)."""
 
-    def __init__(self, width: int, cfg: ModelConfig, domains: int, make_body: BodyMaker) -> None:
+    def __init__(self, experts: Experts, width: int, domains: int) -> None:
         super().__init__()
-        self.experts = Experts(width, cfg, cfg.experts, make_body)
-        self.gates = nn.Linear(width, domains * cfg.experts)
-        self.domains, self.out_features = domains, self.experts.out_features
+        self.experts = experts
+        self.gates = nn.Linear(width, domains * experts.groups)
+        self.domains, self.out_features = domains, experts.out_features
 
     def forward(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:
         experts = self.experts(fields, batch)  # (B, E, H)

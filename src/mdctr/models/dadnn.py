@@ -7,27 +7,34 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
-from mdctr.models.common import BodyMaker, MixtureOfExperts
-from mdctr.nn.embedding import embedding_from_config
+from mdctr.models.backbone import Backbone
+from mdctr.models.common import MixtureOfExperts
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.heads import DomainTowers, select_domain
 
 
 class DADNN(nn.Module):
-    """embeddings -> shared bottom -> per-domain heads; ``extra_loss`` is the distillation term."""
+    """embeddings -> shared bottom (``bottom``, or ``moe``) -> per-domain heads; ``extra_loss``
+    is the distillation term, weighted by ``transfer_weight``."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, make_body: BodyMaker) -> None:
+    def __init__(
+        self,
+        embedding: FieldEmbedding,
+        bottom: Backbone | MixtureOfExperts,
+        domains: int,
+        tower: tuple[int, ...],
+        dropout: float,
+        transfer_weight: float,
+    ) -> None:
         super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        width = self.embedding.num_fields * cfg.embedding_dim
-        mmoe = cfg.bottom == "mmoe"
-        self.moe = MixtureOfExperts(width, cfg, spec.domains, make_body) if mmoe else None
-        self.bottom = None if mmoe else make_body()
-        features = self.moe.out_features if mmoe else self.bottom.feature_width
-        self.towers = DomainTowers(features, cfg.tower, spec.domains, cfg.dropout)
-        self.transfer_weight = cfg.transfer_weight
+        self.embedding = embedding
+        mixture = isinstance(bottom, MixtureOfExperts)
+        self.moe = bottom if mixture else None
+        self.bottom = None if mixture else bottom
+        features = bottom.out_features if mixture else bottom.feature_width
+        self.towers = DomainTowers(features, tower, domains, dropout)
+        self.transfer_weight = transfer_weight
         self._transfer: torch.Tensor | None = None
 
     def forward(self, batch: Batch) -> torch.Tensor:

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import torch
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
 from mdctr.models.linear import FirstOrder
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.interaction import FactorizationMachine
-from mdctr.nn.mlp import mlp_from_config
+from mdctr.nn.mlp import MLPLayers
 
 
 class DeepFM(Backbone):
     """logit = bias + sum(first-order weights) + FM(embeddings) + MLP(embeddings)."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
-        super().__init__(body_only)
-        self._embed(spec, cfg)
-        self.first_order = FirstOrder(spec, cfg)
+    def __init__(
+        self,
+        embedding: FieldEmbedding | None,
+        fields: int,
+        dim: int,
+        mlp: MLPLayers,
+        first_order: FirstOrder,
+        tasks: int = 1,
+    ) -> None:
+        super().__init__(embedding, fields, dim, tasks)
+        self.first_order = first_order
         self.fm = FactorizationMachine()
-        self.mlp = mlp_from_config(self.num_fields * cfg.embedding_dim, cfg)
+        self.mlp = mlp.build(fields * dim)
         self._output(self.mlp.out_features)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import torch
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
-from mdctr.nn.mlp import mlp_from_config
+from mdctr.nn.embedding import FieldEmbedding
+from mdctr.nn.mlp import MLPLayers
 
 
 class DNN(Backbone):
-    """embeddings (B, F, dim) -> flatten -> MLP -> Linear -> logits (B,)."""
+    """embeddings (B, F, dim) -> flatten -> MLP -> Linear -> logits (B,).
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
-        super().__init__(body_only)
-        self._embed(spec, cfg)
-        self.mlp = mlp_from_config(self.num_fields * cfg.embedding_dim, cfg)
+    Example:
+        >>> DNN(None, fields=4, dim=8, mlp=MLPLayers((16, 8))).out_features
+        8
+    """
+
+    def __init__(
+        self, embedding: FieldEmbedding | None, fields: int, dim: int, mlp: MLPLayers, tasks: int = 1
+    ) -> None:
+        super().__init__(embedding, fields, dim, tasks)
+        self.mlp = mlp.build(fields * dim)
         self._output(self.mlp.out_features)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -8,19 +8,26 @@ import math
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.interaction import PairwiseInnerProduct
-from mdctr.nn.mlp import mlp_from_config
+from mdctr.nn.mlp import MLPLayers
 
 
 class FeatureGeneration(nn.Module):
     """Per layer: conv (kernel h x 1 over fields, tanh) -> max-pool over fields -> a dense
     recombination into ``recombined`` new fields of the embedding size. (B, F, dim) -> (B, F_new, dim)."""
 
-    def __init__(self, fields: int, dim: int, channels, heights, pooling, recombined) -> None:  # noqa: ANN001
+    def __init__(
+        self,
+        fields: int,
+        dim: int,
+        channels: tuple[int, ...],
+        heights: tuple[int, ...],
+        pooling: tuple[int, ...],
+        recombined: tuple[int, ...],
+    ) -> None:
         super().__init__()
         self.convs, self.recombine = nn.ModuleList(), nn.ModuleList()
         previous, height = 1, fields
@@ -46,18 +53,29 @@ class FeatureGeneration(nn.Module):
 
 
 class FGCNN(Backbone):
-    """fields -> [fields, generated fields] -> [flat, inner products of all pairs] -> MLP -> logit."""
+    """fields -> [fields, generated fields] -> [flat, inner products of all pairs] -> MLP -> logit.
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
-        super().__init__(body_only)
-        self._embed(spec, cfg)
-        fields, g = self.num_fields, cfg.fgcnn
-        self.generate = FeatureGeneration(
-            fields, cfg.embedding_dim, g.channels, g.kernel_heights, g.pooling, g.recombined
-        )
+    Per feature-generation layer: its ``channels``, kernel height, max-pooling and the new fields
+    its recombination makes (``recombined``).
+    """
+
+    def __init__(
+        self,
+        embedding: FieldEmbedding | None,
+        fields: int,
+        dim: int,
+        mlp: MLPLayers,
+        channels: tuple[int, ...],
+        kernel_heights: tuple[int, ...],
+        pooling: tuple[int, ...],
+        recombined: tuple[int, ...],
+        tasks: int = 1,
+    ) -> None:
+        super().__init__(embedding, fields, dim, tasks)
+        self.generate = FeatureGeneration(fields, dim, channels, kernel_heights, pooling, recombined)
         total = fields + self.generate.new_fields
         self.inner = PairwiseInnerProduct(total)
-        self.mlp = mlp_from_config(total * cfg.embedding_dim + self.inner.out_features, cfg)
+        self.mlp = mlp.build(total * dim + self.inner.out_features)
         self._output(self.mlp.out_features)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:

@@ -11,24 +11,23 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import AttentionConfig, ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
 from mdctr.models.backbone import Backbone
+from mdctr.nn.embedding import FieldEmbedding
 
 
 class HiformerLayer(nn.Module):
     """(B, T, d) tokens -> (B, T, d), or (B, 1, d) for the task token only (``last``)."""
 
-    def __init__(self, tokens: int, d: int, cfg: AttentionConfig, last: bool) -> None:
+    def __init__(self, tokens: int, d: int, heads: int, head_dim: int, rank: int, last: bool) -> None:
         super().__init__()
-        self.heads, self.dim, self.last = cfg.heads, cfg.dim, last
-        width = cfg.heads * cfg.dim
+        self.heads, self.dim, self.last = heads, head_dim, last
+        width = heads * head_dim
         self.query = nn.Parameter(torch.empty(1 if last else tokens, d, width))  # one projection per token
-        self.key_down = nn.Linear(tokens * d, cfg.rank, bias=False)  # composite, low rank
-        self.key_up = nn.Linear(cfg.rank, tokens * width, bias=False)
-        self.value_down = nn.Linear(tokens * d, cfg.rank, bias=False)
-        self.value_up = nn.Linear(cfg.rank, tokens * width, bias=False)
+        self.key_down = nn.Linear(tokens * d, rank, bias=False)  # composite, low rank
+        self.key_up = nn.Linear(rank, tokens * width, bias=False)
+        self.value_down = nn.Linear(tokens * d, rank, bias=False)
+        self.value_up = nn.Linear(rank, tokens * width, bias=False)
         self.out = nn.Linear(width, d)
         self.norm = nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(), nn.Linear(2 * d, d))
@@ -52,17 +51,27 @@ class HiformerLayer(nn.Module):
 
 
 class Hiformer(Backbone):
-    """[task token, fields] -> Hiformer layers -> the task token's vector -> Linear -> logit."""
+    """[task token, fields] -> ``layers`` Hiformer layers (``heads`` heads of ``head_dim``,
+    composite keys and values of rank ``rank``) -> the task token's vector -> Linear -> logit."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> None:
-        super().__init__(body_only)
-        self._embed(spec, cfg)
-        tokens, d, a = self.num_fields + 1, cfg.embedding_dim, cfg.attention
-        self.task_token = nn.Parameter(torch.zeros(1, 1, d))
+    def __init__(
+        self,
+        embedding: FieldEmbedding | None,
+        fields: int,
+        dim: int,
+        layers: int,
+        heads: int,
+        head_dim: int,
+        rank: int,
+        tasks: int = 1,
+    ) -> None:
+        super().__init__(embedding, fields, dim, tasks)
+        tokens = fields + 1
+        self.task_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.layers = nn.ModuleList(
-            HiformerLayer(tokens, d, a, last=i == a.layers - 1) for i in range(a.layers)
+            HiformerLayer(tokens, dim, heads, head_dim, rank, last=i == layers - 1) for i in range(layers)
         )
-        self._output(d)
+        self._output(dim)
         nn.init.normal_(self.task_token, std=0.02)
 
     def represent(self, fields: torch.Tensor, batch: Batch) -> torch.Tensor:

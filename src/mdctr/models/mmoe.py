@@ -5,23 +5,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
-from mdctr.models.common import BodyMaker, MixtureOfExperts
-from mdctr.nn.embedding import embedding_from_config
+from mdctr.models.common import MixtureOfExperts
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.heads import DomainTowers, select_domain
 
 
 class MMoE(nn.Module):
-    """embeddings -> E experts (the backbone's network) -> per-domain gated mixture -> tower."""
+    """embeddings -> experts -> per-domain gated mixture -> a ``tower`` MLP per domain."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, make_body: BodyMaker) -> None:
+    def __init__(
+        self, embedding: FieldEmbedding, moe: MixtureOfExperts, tower: tuple[int, ...], dropout: float
+    ) -> None:
         super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        width = self.embedding.num_fields * cfg.embedding_dim
-        self.moe = MixtureOfExperts(width, cfg, spec.domains, make_body)
-        self.towers = DomainTowers(self.moe.out_features, cfg.tower, spec.domains, cfg.dropout)
+        self.embedding = embedding
+        self.moe = moe
+        self.towers = DomainTowers(moe.out_features, tower, moe.domains, dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return select_domain(self.towers(self.moe(self.embedding(batch), batch)), batch.domain)

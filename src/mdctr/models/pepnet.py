@@ -6,11 +6,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
-from mdctr.nn.embedding import embedding_from_config
-from mdctr.nn.mlp import DenseBlock
+from mdctr.nn.embedding import FieldEmbedding
+from mdctr.nn.mlp import DenseBlock, MLPLayers
 
 
 class GateNU(nn.Module):
@@ -30,18 +28,19 @@ class PEPNet(nn.Module):
     """Domain embedding ⊕ stop-grad(fields) -> EPNet field gates; domain embedding ⊕
     stop-grad(gated fields) -> one PPNet gate per hidden layer."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+    def __init__(self, embedding: FieldEmbedding, dim: int, mlp: MLPLayers, domains: int) -> None:
+        """``embedding`` without a domain field (the domain drives the gates); ``mlp``: the gated
+        layers' sizes, dropout and batch norm."""
         super().__init__()
-        dim = cfg.embedding_dim
-        self.embedding = embedding_from_config(spec, cfg, domain_as_feature=False)
+        self.embedding = embedding
         fields = self.embedding.num_fields
-        self.domain_embedding = nn.Embedding(spec.domains + 1, dim, padding_idx=spec.domains)
+        self.domain_embedding = nn.Embedding(domains + 1, dim, padding_idx=domains)
         self.epnet = GateNU(dim + fields * dim, fields)
-        sizes = (fields * dim, *cfg.hidden)
+        sizes = (fields * dim, *mlp.hidden)
         self.layers = nn.ModuleList(
-            DenseBlock(a, b, cfg.dropout, cfg.batch_norm) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+            DenseBlock(a, b, mlp.dropout, mlp.batch_norm) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        self.ppnet = nn.ModuleList(GateNU(dim + fields * dim, b) for b in cfg.hidden)
+        self.ppnet = nn.ModuleList(GateNU(dim + fields * dim, b) for b in mlp.hidden)
         self.head = nn.Linear(sizes[-1], 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

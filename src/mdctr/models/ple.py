@@ -5,11 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
-from mdctr.models.common import BodyMaker, Experts
-from mdctr.nn.embedding import embedding_from_config
+from mdctr.models.common import Experts
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.heads import DomainTowers, select_domain
 from mdctr.nn.mlp import GroupedMLP
 
@@ -21,15 +19,19 @@ class ExtractionLevel(nn.Module):
     later levels' experts are MLPs over the previous level's outputs."""
 
     def __init__(
-        self, in_features: int, cfg: ModelConfig, domains: int, last: bool, make_body: BodyMaker | None
+        self,
+        experts: Experts | GroupedMLP,
+        in_features: int,
+        shared: int,
+        per_domain: int,
+        domains: int,
+        last: bool,
     ) -> None:
+        """``experts``: the ``shared + domains * per_domain`` experts (an ``Experts`` over the
+        field embeddings on the first level, a GroupedMLP over the level below after it)."""
         super().__init__()
-        s, k = cfg.shared_experts, cfg.domain_experts
-        self.experts = (
-            Experts(in_features, cfg, s + domains * k, make_body)
-            if make_body is not None
-            else GroupedMLP(in_features, cfg.hidden, s + domains * k, cfg.dropout)
-        )
+        s, k = shared, per_domain
+        self.experts = experts
         source = [0] * s + [1 + d for d in range(domains) for _ in range(k)]
         chosen = [[s + d * k + j for j in range(k)] + list(range(s)) for d in range(domains)]
         self.register_buffer("source", torch.tensor(source), persistent=False)
@@ -60,18 +62,20 @@ class ExtractionLevel(nn.Module):
 
 
 class PLE(nn.Module):
-    """embeddings -> ``levels`` extraction levels -> per-domain towers."""
+    """embeddings -> extraction levels -> a ``tower`` MLP per domain."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, make_body: BodyMaker) -> None:
+    def __init__(
+        self,
+        embedding: FieldEmbedding,
+        levels: list[ExtractionLevel],
+        domains: int,
+        tower: tuple[int, ...],
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        width, levels = self.embedding.num_fields * cfg.embedding_dim, []
-        for i in range(cfg.levels):
-            body = make_body if i == 0 else None
-            levels.append(ExtractionLevel(width, cfg, spec.domains, i == cfg.levels - 1, body))
-            width = levels[-1].out_features
+        self.embedding = embedding
         self.levels = nn.ModuleList(levels)
-        self.towers = DomainTowers(width, cfg.tower, spec.domains, cfg.dropout)
+        self.towers = DomainTowers(levels[-1].out_features, tower, domains, dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         fields = self.embedding(batch)

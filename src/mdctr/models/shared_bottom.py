@@ -5,22 +5,27 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
-from mdctr.models.common import BodyMaker
-from mdctr.nn.embedding import embedding_from_config
+from mdctr.models.backbone import Backbone
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.heads import DomainTowers, select_domain
 
 
 class SharedBottom(nn.Module):
-    """embeddings -> the backbone's network -> per-domain towers -> the row's domain logit."""
+    """embeddings -> the backbone's network -> a ``tower`` MLP per domain -> the row's domain logit."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig, make_body: BodyMaker) -> None:
+    def __init__(
+        self,
+        embedding: FieldEmbedding,
+        bottom: Backbone,
+        domains: int,
+        tower: tuple[int, ...],
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.embedding = embedding_from_config(spec, cfg)
-        self.bottom = make_body()
-        self.towers = DomainTowers(self.bottom.feature_width, cfg.tower, spec.domains, cfg.dropout)
+        self.embedding = embedding
+        self.bottom = bottom
+        self.towers = DomainTowers(bottom.feature_width, tower, domains, dropout)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         fields = self.embedding(batch)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import Batch
-from mdctr.data.schema import InputSpec
 from mdctr.models.common import FlatInput
 from mdctr.nn.domain import DomainLinear, DomainRouting
+from mdctr.nn.embedding import FieldEmbedding
 from mdctr.nn.mlp import MLP, Dropout
 
 
@@ -72,21 +71,30 @@ class PartitionedNorm(nn.Module):
 
 
 class STAR(nn.Module):
-    """embeddings -> partitioned norm -> star FCN -> logit, plus the auxiliary network's logit."""
+    """embeddings -> partitioned norm -> star FCN (``hidden`` sizes) -> logit, plus the logit of
+    the auxiliary network (a ``tower`` MLP over the embeddings and a domain embedding)."""
 
-    def __init__(self, spec: InputSpec, cfg: ModelConfig) -> None:
+    def __init__(
+        self,
+        embedding: FieldEmbedding,
+        dim: int,
+        hidden: tuple[int, ...],
+        dropout: float,
+        domains: int,
+        tower: tuple[int, ...],
+    ) -> None:
         super().__init__()
-        self.routing = DomainRouting(spec.domains)
-        self.input = FlatInput(spec, cfg)
+        self.routing = DomainRouting(domains)
+        self.input = FlatInput(embedding, dim)
         width = self.input.out_features
         self.norm = PartitionedNorm(width, self.routing)
-        sizes = (width, *cfg.hidden, 1)
+        sizes = (width, *hidden, 1)
         self.layers = nn.ModuleList(
             StarLinear(nn.Linear(a, b), self.routing) for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
-        self.dropout = Dropout(cfg.dropout)
-        self.domain_embedding = nn.Embedding(spec.domains + 1, cfg.embedding_dim, padding_idx=spec.domains)
-        self.auxiliary = MLP(width + cfg.embedding_dim, cfg.tower, cfg.dropout)
+        self.dropout = Dropout(dropout)
+        self.domain_embedding = nn.Embedding(domains + 1, dim, padding_idx=domains)
+        self.auxiliary = MLP(width + dim, tower, dropout)
         self.auxiliary_head = nn.Linear(self.auxiliary.out_features, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:

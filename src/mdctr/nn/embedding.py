@@ -7,7 +7,6 @@ from typing import Literal
 import torch
 from torch import nn
 
-from mdctr.config import ModelConfig
 from mdctr.data.batch import PAD, Batch
 from mdctr.data.schema import InputSpec
 from mdctr.nn.lookup import lookup
@@ -49,9 +48,8 @@ class FeatureGate(nn.Module):
     training batch's values. A value is selected when its logit ends positive.
 
     The penalty covers the batch's values only, so it meets each value as often as its data
-    does. Over the whole table, Adam's per-parameter scaling turned the tiny penalty of a value
-    absent from the batch into a full-size step: every rare value closed whatever ``l1`` was
-    (ml1m-gender: l1 = 0.0003 and 0.001 both dropped 17-21 % of the users, retrained AUC -0.0016).
+    does (over the whole table, Adam's per-parameter scaling would turn the tiny penalty of a
+    value absent from the batch into a full-size step and close every rare value).
     """
 
     def __init__(self, rows: int, init: float, l1: float, final_temperature: float) -> None:
@@ -180,8 +178,9 @@ class FieldEmbedding(nn.Module):
         """Sequence ``i`` through its pooling layer: (B, dim)."""
         pool, (fused, table, first) = self.pooling[i], self.sources[i]
         if isinstance(pool, MeanPooling) and (self.hash is None or not fused):
-            weight = self.categorical.weight if fused else self.sequence[table].weight
-            return pool.lookup(weight, batch.sequences[i] + first if fused else batch.sequences[i], first)
+            source = self.categorical if fused else self.sequence[table]
+            ids = batch.sequences[i] + first if fused else batch.sequences[i]
+            return pool.lookup(source.weight, ids, first, source.sparse)
         return pool(self.sequence_vectors(batch, i), batch.mask(i))
 
     def forward(self, batch: Batch) -> torch.Tensor:
@@ -200,24 +199,3 @@ class FieldEmbedding(nn.Module):
         if self.domain is not None:
             parts.append(lookup(self.domain, batch.domain).unsqueeze(1))
         return torch.cat(parts, dim=1)
-
-
-def embedding_from_config(
-    spec: InputSpec, cfg: ModelConfig, first_order: bool = False, domain_as_feature: bool | None = None
-) -> FieldEmbedding:
-    """The field embedding a model config describes (``embedding_dim``, ``embedding.kind``,
-    OptFS gates); ``first_order``: one weight per value instead (unchunked, ungated)."""
-    e, search = cfg.embedding, cfg.optfs
-    gate = None
-    if search.search and not first_order:
-        gate = FeatureGate(max(sum(spec.categorical), 1), search.init, search.l1, search.final_temperature)
-    return FieldEmbedding(
-        spec,
-        1 if first_order else cfg.embedding_dim,
-        cfg.embedding_init_std,
-        cfg.domain_as_feature if domain_as_feature is None else domain_as_feature,
-        e.kind,
-        e.buckets,
-        1 if first_order else e.chunks,
-        gate,
-    )

@@ -15,7 +15,7 @@ def _pairwise(fields: torch.Tensor, field_sum: torch.Tensor) -> torch.Tensor:
 
 class _FMFunction(torch.autograd.Function):
     """The FM term with its closed-form gradient ``g * (sum_f e_f - e_i)``: 2 ops backward where
-    autograd runs about 10 (fwd+bwd 95 instead of 215 us on a 1,024 x 8 x 16 batch)."""
+    autograd runs about 10."""
 
     @staticmethod
     def forward(ctx, fields):  # noqa: ANN001, ANN205

@@ -179,7 +179,7 @@ class DomainLoRALinear(DomainLinear):
         d, n_in, n_out = routing.domains, base_layer.in_features, base_layer.out_features
         self.rank = rank
         # (D, in, r) stored as (D, r, in) in memory: x A_d and its gradient then run as BLAS's
-        # transposed case, 2-3x faster than the row-major one for the small ranks used here
+        # transposed case, the faster one for small ranks
         self.lora_A = nn.Parameter(torch.empty(d, rank, n_in).transpose(1, 2))
         self.lora_B = nn.Parameter(torch.zeros(d, rank, n_out))
         self.lora_bias = nn.Parameter(torch.zeros(d, n_out))
@@ -209,11 +209,9 @@ class DomainLoRALinear(DomainLinear):
 
     def merges(self, x: torch.Tensor) -> bool:
         """Whether the batch ``x`` runs on merged weights (MergedLoRA) rather than per-segment
-        low-rank products (SegmentLoRA). With the compiled kernels, never: they were faster at
-        every shape timed (2-7 domains; 128x256, 256x128, 128x64 layers; 1,024 rows; fwd+bwd,
-        2 threads). Without them, while ``D * in * out <= 0.4 * rows * (in + out)``: merging
-        splits the layer's own matmuls by domain, which costs more as domains multiply, and 0.4
-        is where the two crossed (merged 10-15 % faster at 2 domains, 5-10 % slower at 7)."""
+        low-rank products (SegmentLoRA): never with the compiled kernels; without them, while
+        ``D * in * out <= 0.4 * rows * (in + out)`` (merging splits the layer's own matmuls by
+        domain, which costs more as domains multiply; benchmarks/mlora_layers.py times both)."""
         if _kernels(x) is not None:
             return False
         n_out, n_in = self.base_layer.weight.shape

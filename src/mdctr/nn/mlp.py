@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
-
-from mdctr.config import ModelConfig
 
 
 class Dropout(nn.Module):
     """Inverted dropout (drop with probability ``p``, scale the rest to keep the mean).
 
     On CPU the mask is drawn as raw 16-bit words of numpy's SFC64 generator and built in numpy
-    as one float32 array (0 or the scale), so the layer costs one multiply each way: about 3x
-    faster than a boolean mask converted in torch, and 6x faster than torch's dropout, whose
-    ``bernoulli_`` took a quarter of a DNN training step. Each call seeds the generator from
-    torch's global one, so ``torch.manual_seed`` and a checkpointed torch RNG state reproduce
-    every mask. ``p`` is rounded to a multiple of 1/65536.
+    as one float32 array (0 or the scale), so the layer costs one multiply each way. Each call
+    seeds the generator from torch's global one, so ``torch.manual_seed`` and a checkpointed
+    torch RNG state reproduce every mask. ``p`` is rounded to a multiple of 1/65536.
     """
 
     LEVELS = 1 << 16
@@ -89,9 +87,18 @@ class MLP(nn.Module):
         return x
 
 
-def mlp_from_config(in_features: int, cfg: ModelConfig) -> MLP:
-    """The MLP a model config describes: ``hidden``, ``dropout``, ``batch_norm``, ``input_norm``."""
-    return MLP(in_features, cfg.hidden, cfg.dropout, cfg.batch_norm, cfg.input_norm)
+@dataclass(frozen=True)
+class MLPLayers:
+    """The shape of an MLP, before its input width is known: hidden sizes, dropout, batch norm
+    after each layer, batch norm over its input."""
+
+    hidden: tuple[int, ...]
+    dropout: float = 0.0
+    batch_norm: bool = False
+    input_norm: bool = False
+
+    def build(self, in_features: int) -> MLP:
+        return MLP(in_features, self.hidden, self.dropout, self.batch_norm, self.input_norm)
 
 
 class GroupedMLP(nn.Module):

@@ -37,11 +37,14 @@ class MeanPooling(nn.Module):
         keep = mask.unsqueeze(-1).to(vectors.dtype)
         return (vectors * keep).sum(1) / keep.sum(1).clamp(min=1)
 
-    def lookup(self, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int) -> torch.Tensor:
+    def lookup(
+        self, weight: torch.Tensor, ids: torch.Tensor, padding_idx: int, sparse: bool = False
+    ) -> torch.Tensor:
         """The same mean read straight from a table: rows ``ids`` (B, L) of ``weight``, where
-        ``padding_idx`` marks no item -> (B, dim), without the (B, L, dim) intermediate."""
-        if custom_backward(weight):
+        ``padding_idx`` marks no item -> (B, dim), without the (B, L, dim) intermediate;
+        ``sparse``: a sparse gradient for the table."""
+        if custom_backward(weight) and not sparse:
             return _BagMean.apply(weight, ids, padding_idx)
         if torch.compiler.is_exporting():  # a lookup and a masked mean: a few dense ONNX ops
             return self(F.embedding(ids, weight), ids != padding_idx)
-        return F.embedding_bag(ids, weight, mode="mean", padding_idx=padding_idx)
+        return F.embedding_bag(ids, weight, mode="mean", padding_idx=padding_idx, sparse=sparse)
