@@ -149,7 +149,7 @@ def metrics_of(scores: Scores, encoder: Encoder) -> dict:
         evaluate(scores.labels[:, t], prob[:, t], scores.domain, names, scores.user)
         for t in range(len(labels))
     ]
-    metrics = per_task[0]
+    metrics = dict(per_task[0])
     if len(labels) > 1:
         metrics["tasks"] = dict(zip(labels, per_task, strict=True))
     if scores.oracle is not None:

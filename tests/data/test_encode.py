@@ -144,3 +144,65 @@ def test_records_match_the_table_for_every_value_type() -> None:
     np.testing.assert_array_equal(by_records.domain, by_table.domain)
     assert enc.domains == ["<null>|2", "a|1", "a|2", "b|1"]
     assert by_table.domain.tolist() == [1, 3, 2, 0, 4]  # "zz|1" is unseen -> D
+
+
+def test_max_vocab_keeps_the_most_frequent_values() -> None:
+    schema = SCHEMA.model_copy(update={"features": (Feature(name="item", max_vocab=2),)})
+    enc = Encoder.fit(frame(item=[12, 11, 12, 10], tags=[[], [], [], []]), schema)
+    assert enc.vocabs["item"] == ["12", "10"]  # 12 twice, then the smaller text of the ties
+    assert enc.transform(frame(item=[12, 11, 12, 10])).sparse[:, 0].tolist() == [2, OOV, 2, 3]
+
+
+def test_a_shared_vocabulary_gives_one_id_per_value_across_features() -> None:
+    schema = Schema(
+        features=(
+            Feature(name="item", min_count=2),
+            Feature(name="history", kind="sequence", max_len=3, vocab="item"),
+        ),
+        domain=("scene",),
+        labels=("click",),
+    )
+    table = pl.DataFrame(
+        {
+            "scene": ["a"] * 4,
+            "item": ["x", "y", "z", "x"],
+            "history": [["y"], ["x", "z"], ["w"], []],
+            "click": [0, 1, 0, 1],
+        }
+    )
+    enc = Encoder.fit(table, schema)
+    assert list(enc.vocabs) == ["item"] and enc.vocabs["item"] == ["x", "y", "z"]  # w once: below min_count
+    out = enc.transform(table)
+    assert out.sparse[:, 0].tolist() == [2, 3, 4, 2]
+    assert out.sequences[0].tolist() == [[3, PAD, PAD], [2, 4, PAD], [OOV, PAD, PAD], [PAD, PAD, PAD]]
+    spec = enc.input_spec()
+    assert spec.categorical == spec.sequence == (5,) and spec.owner == (0, 0) and spec.max_len == (3,)
+    records = enc.transform_records([{"scene": "a", "item": "z", "history": ["x", "w"]}])
+    assert records.sparse.tolist() == [[4]] and records.sequences[0].tolist() == [[2, OOV, PAD]]
+    assert Encoder.from_dict(enc.to_dict()).to_dict() == enc.to_dict()
+
+
+def test_the_schema_refuses_inconsistent_roles() -> None:
+    item = Feature(name="item")
+    with pytest.raises(ValueError, match="feature 'item' is declared twice"):
+        Schema(features=(item, item), domain=("scene",), labels=("click",))
+    with pytest.raises(ValueError, match="column 'click' is both a feature and a label"):
+        Schema(features=(item, Feature(name="click")), domain=("scene",), labels=("click",))
+    with pytest.raises(ValueError, match="vocab 'price' is not a categorical or sequence feature"):
+        Schema(
+            features=(
+                Feature(name="price", kind="numeric"),
+                Feature(name="h", kind="sequence", vocab="price"),
+            ),
+            domain=("scene",),
+            labels=("click",),
+        )
+    with pytest.raises(ValueError, match="vocab 'b' shares another vocabulary itself; point at 'item'"):
+        Schema(
+            features=(item, Feature(name="b", vocab="item"), Feature(name="c", vocab="b")),
+            domain=("scene",),
+            labels=("click",),
+        )
+    assert Schema(features=(item,), domain=("item",), labels=("click",)).id_columns == (
+        "item",
+    )  # domain may be a feature
