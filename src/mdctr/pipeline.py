@@ -20,7 +20,7 @@ from mdctr.config import DataConfig, Experiment
 from mdctr.data.cache import atomic_write, atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
-from mdctr.data.stream import ParquetStream, open_splits, streams
+from mdctr.data.stream import SPLITS, ParquetStream, open_splits, streams
 from mdctr.data.table import prepare, read_table, schema_of
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
@@ -127,17 +127,20 @@ def train_experiment(
 def _sources(cfg: DataConfig, vocab: Path | None) -> tuple[Encoder, Source, Source, Source]:
     """The fitted (or, resuming, saved) encoder and the train, valid and test rows: encoded in
     memory, or parquet streams (``data.streaming``)."""
+
+    def encoder_for(fit: Callable[[], Encoder]) -> Encoder:
+        if vocab is not None:
+            return Encoder.load(vocab)
+        fitted = fit()
+        return fitted.restricted(read_selection(cfg.keep)) if cfg.keep is not None else fitted
+
     if streams(cfg):
         splits = open_splits(cfg, schema_of(cfg))
-        encoder = Encoder.load(vocab) if vocab else Encoder.fit(splits.scan("train"), splits.schema, True)
-        if cfg.keep is not None and vocab is None:
-            encoder = encoder.restricted(read_selection(cfg.keep))
-        return encoder, *(splits.source(s, encoder, cfg.shuffle_buffer) for s in ("train", "valid", "test"))
+        encoder = encoder_for(lambda: Encoder.fit(splits.scan("train"), splits.schema, streaming=True))
+        return encoder, *(splits.source(s, encoder, cfg.shuffle_buffer) for s in SPLITS)
     data = prepare(cfg)
-    encoder = Encoder.load(vocab) if vocab else Encoder.fit(data.train, data.schema)
-    if cfg.keep is not None and vocab is None:
-        encoder = encoder.restricted(read_selection(cfg.keep))
-    return encoder, *(TensorData(encoder.transform(f)) for f in (data.train, data.valid, data.test))
+    encoder = encoder_for(lambda: Encoder.fit(data.train, data.schema))
+    return encoder, *(TensorData(encoder.transform(getattr(data, s))) for s in SPLITS)
 
 
 def metrics_of(scores: Scores, encoder: Encoder) -> dict:
@@ -211,7 +214,7 @@ def evaluate_run(run_dir: str | Path, data_path: str | Path | None = None) -> di
     run = runs.load_run(run_dir)
     cfg, schema, size = run.experiment.data, run.encoder.schema, run.experiment.train.eval_batch_size
     if data_path is None and streams(cfg):
-        test = open_splits(cfg, schema).source("test", run.encoder, cfg.shuffle_buffer)
+        test = open_splits(cfg, schema, ["test"]).source("test", run.encoder, cfg.shuffle_buffer)
         return metrics_of(score(run.model, test, size), run.encoder)
     if data_path is None:
         frame, where = prepare(cfg).test, "test split"

@@ -11,7 +11,6 @@ from mdctr.config import ModelConfig
 from mdctr.data.schema import InputSpec
 from mdctr.errors import InputError
 from mdctr.models.autoint import AutoInt
-from mdctr.models.backbone import Backbone
 from mdctr.models.common import BodyMaker, Experts, MixtureOfExperts
 from mdctr.models.dadnn import DADNN
 from mdctr.models.dcnv2 import DCNv2
@@ -63,70 +62,64 @@ BackboneBuilder = Callable[[InputSpec, ModelConfig, bool], nn.Module]
 bottom or an expert of a multi-domain model."""
 
 
-def _deep(
-    make: Callable[..., Backbone], *extra: Callable[[InputSpec, ModelConfig], object]
-) -> BackboneBuilder:
-    """A builder of a Backbone taking (embedding, fields, dim, mlp, *extra..., tasks)."""
-
-    def build(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
-        own = None if body_only else embedding(spec, cfg)
-        fields = spec.fields(cfg.domain_as_feature)
-        return make(
-            own, fields, cfg.embedding_dim, mlp_layers(cfg), *(e(spec, cfg) for e in extra), tasks=spec.tasks
-        )
-
-    return build
+def _input(spec: InputSpec, cfg: ModelConfig, body_only: bool) -> tuple[FieldEmbedding | None, int, int]:
+    """A backbone's first arguments: its embedding (none for a body), the fields and their size."""
+    own = None if body_only else embedding(spec, cfg)
+    return own, spec.fields(cfg.domain_as_feature), cfg.embedding_dim
 
 
 def _first_order(spec: InputSpec, cfg: ModelConfig) -> FirstOrder:
     return FirstOrder(embedding(spec, cfg, first_order=True))
 
 
-def _dcnv2(embedding_: FieldEmbedding | None, fields: int, dim: int, mlp: MLPLayers, cross, tasks: int):  # noqa: ANN001, ANN202
-    return DCNv2(
-        embedding_,
-        fields,
-        dim,
-        mlp,
-        cross.layers,
-        cross.structure == "parallel",
-        cross.rank,
-        cross.experts,
-        tasks,
-    )
+def _dnn(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+    return DNN(*_input(spec, cfg, body_only), mlp_layers(cfg), spec.tasks)
+
+
+def _wide(make: type[WideDeep]) -> BackboneBuilder:
+    """Wide & Deep or DeepFM: an MLP and a first-order part."""
+
+    def build(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+        base = _input(spec, cfg, body_only)
+        return make(*base, mlp_layers(cfg), _first_order(spec, cfg), spec.tasks)
+
+    return build
+
+
+def _dcnv2(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+    c, base = cfg.cross, _input(spec, cfg, body_only)
+    return DCNv2(*base, mlp_layers(cfg), c.layers, c.structure == "parallel", c.rank, c.experts, spec.tasks)
 
 
 def _autoint(with_mlp: bool) -> BackboneBuilder:
     def build(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
-        a = cfg.attention
-        own = None if body_only else embedding(spec, cfg)
+        a, base = cfg.attention, _input(spec, cfg, body_only)
         mlp = mlp_layers(cfg) if with_mlp else None
-        fields = spec.fields(cfg.domain_as_feature)
-        return AutoInt(own, fields, cfg.embedding_dim, a.layers, a.heads, a.dim, a.residual, mlp, spec.tasks)
+        return AutoInt(*base, a.layers, a.heads, a.dim, a.residual, mlp, spec.tasks)
 
     return build
 
 
 def _hiformer(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
-    a, own = cfg.attention, None if body_only else embedding(spec, cfg)
-    fields = spec.fields(cfg.domain_as_feature)
-    return Hiformer(own, fields, cfg.embedding_dim, a.layers, a.heads, a.dim, a.rank, spec.tasks)
+    a, base = cfg.attention, _input(spec, cfg, body_only)
+    return Hiformer(*base, a.layers, a.heads, a.dim, a.rank, spec.tasks)
 
 
-def _fgcnn(embedding_: FieldEmbedding | None, fields: int, dim: int, mlp: MLPLayers, g, tasks: int):  # noqa: ANN001, ANN202
-    return FGCNN(embedding_, fields, dim, mlp, g.channels, g.kernel_heights, g.pooling, g.recombined, tasks)
+def _fgcnn(spec: InputSpec, cfg: ModelConfig, body_only: bool = False) -> nn.Module:
+    g, base = cfg.fgcnn, _input(spec, cfg, body_only)
+    return FGCNN(*base, mlp_layers(cfg), g.channels, g.kernel_heights, g.pooling, g.recombined, spec.tasks)
 
 
 BACKBONES: dict[str, BackboneBuilder] = {
     "lr": lambda spec, cfg, body_only=False: LR(_first_order(spec, cfg)),
     "fm": lambda spec, cfg, body_only=False: FM(_first_order(spec, cfg), embedding(spec, cfg)),
-    "dnn": _deep(DNN),
-    "wdl": _deep(WideDeep, _first_order),
-    "deepfm": _deep(DeepFM, _first_order),
-    "dcnv2": _deep(_dcnv2, lambda spec, cfg: cfg.cross),
+    "dnn": _dnn,
+    "wdl": _wide(WideDeep),
+    "deepfm": _wide(DeepFM),
+    "dcnv2": _dcnv2,
     "autoint": _autoint(with_mlp=False),
     "autoint_plus": _autoint(with_mlp=True),
-    "fgcnn": _deep(_fgcnn, lambda spec, cfg: cfg.fgcnn),
+    "fgcnn": _fgcnn,
     "hiformer": _hiformer,
 }
 

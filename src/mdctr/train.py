@@ -205,7 +205,7 @@ class Trainer:
                 "weight_decay": cfg.weight_decay,
             },
             {
-                "params": [p for p in self.model.parameters() if id(p) in train_ids and id(p) in adapters],
+                "params": [p for p in self.model.parameters() if id(p) in dense_ids and id(p) in adapters],
                 "lr": acfg.lr or cfg.lr,
                 "weight_decay": acfg.weight_decay,
             },

@@ -160,10 +160,11 @@ class Encoder:
         queries.append(lazy.select(domain_key(schema.domain).alias("d")).unique())
         engine = "streaming" if streaming else "auto"
         results = pl.collect_all(queries, engine=engine)  # the features in parallel
-        for name, kept in zip(schema.vocabularies(), results, strict=False):
+        vocabularies = list(schema.vocabularies())
+        for name, kept in zip(vocabularies, results[: len(vocabularies)], strict=True):
             enc.vocabs[name] = kept["v"].to_list()
         if moments:
-            row = results[-2].row(0, named=True)
+            row = results[len(vocabularies)].row(0, named=True)
             for i, f in enumerate(schema.numeric):
                 mean, std = row[f"{i}:mean"], row[f"{i}:std"]
                 enc.scalers[f.name] = (float(mean or 0.0), float(std) if std else 1.0)

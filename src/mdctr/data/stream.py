@@ -50,18 +50,17 @@ def _open(path: Path) -> pq.ParquetFile:
         ) from None
 
 
-def survey(files: Sequence[Path], schema: Schema, need_label: bool = True) -> list[Piece]:
+def survey(files: Sequence[Path], schema: Schema) -> list[Piece]:
     """The row groups of ``files``, after checking that every file holds the schema's columns
     with the same types as the first file. A file that is not parquet (or is truncated), lacks a
     column or changes a column's type is an InputError naming it."""
     pieces, first_types = [], None
-    wanted = [c for c in schema.columns if need_label or c not in (*schema.labels, schema.oracle)]
     for path in files:
         handle = _open(path)
         arrow = handle.schema_arrow
-        present = [c for c in wanted if c in arrow.names]
+        present = [c for c in schema.columns if c in arrow.names]
         types = pl.from_arrow(arrow.empty_table().select(present)).schema
-        check_columns(types, schema, str(path), need_label)
+        check_columns(types, schema, str(path))
         if first_types is None:
             first_types, first = types, path
         changed = next((c for c in present if c in first_types and types[c] != first_types[c]), None)
@@ -111,13 +110,8 @@ def check_labels(files: Sequence[Path], schema: Schema) -> None:
 class ParquetStream:
     """A split in parquet files, served as Batches (training) or encoded chunks (evaluation)."""
 
-    def __init__(
-        self, pieces: Sequence[Piece], encoder: Encoder, shuffle_buffer: int, with_label: bool = True
-    ) -> None:
-        self.pieces, self.encoder = list(pieces), encoder
-        self.shuffle_buffer, self.with_label = shuffle_buffer, with_label
-        schema = encoder.schema
-        self.columns = [c for c in schema.columns if with_label or c not in (*schema.labels, schema.oracle)]
+    def __init__(self, pieces: Sequence[Piece], encoder: Encoder, shuffle_buffer: int) -> None:
+        self.pieces, self.encoder, self.shuffle_buffer = list(pieces), encoder, shuffle_buffer
         self._handles: dict[Path, pq.ParquetFile] = {}
 
     def __len__(self) -> int:
@@ -126,13 +120,15 @@ class ParquetStream:
     def _read(self, pieces: Sequence[Piece]) -> Encoded:
         tables = []
         for piece in pieces:
-            handle = self._handles.get(piece.file) or self._handles.setdefault(piece.file, _open(piece.file))
-            present = [c for c in self.columns if c in handle.schema_arrow.names]
+            if piece.file not in self._handles:
+                self._handles[piece.file] = _open(piece.file)
+            handle = self._handles[piece.file]
+            present = [c for c in self.encoder.schema.columns if c in handle.schema_arrow.names]
             try:
                 tables.append(handle.read_row_group(piece.group, columns=present))
             except (pa.ArrowException, OSError) as err:
                 raise InputError(f"{piece.file}: row group {piece.group} cannot be read ({err})") from None
-        return self.encoder.transform(pl.from_arrow(pa.concat_tables(tables)), with_label=self.with_label)
+        return self.encoder.transform(pl.from_arrow(pa.concat_tables(tables)))
 
     def windows(self, order: Sequence[int]) -> list[list[Piece]]:
         """Consecutive pieces in ``order``, gathered until each window holds ``shuffle_buffer`` rows."""
@@ -231,10 +227,13 @@ class Splits:
         return ParquetStream(self.pieces[split], encoder, shuffle_buffer)
 
 
-def open_splits(cfg: DataConfig, schema: Schema) -> Splits:
-    """Survey and check the three splits' files: columns and types per file, then the labels."""
+SPLITS = ("train", "valid", "test")
+
+
+def open_splits(cfg: DataConfig, schema: Schema, splits: Sequence[str] = SPLITS) -> Splits:
+    """Survey and check the files of ``splits``: columns and types per file, then the labels."""
     paths = {"train": cfg.path, "valid": cfg.valid_path, "test": cfg.test_path}
-    files = {split: parquet_files(path) for split, path in paths.items()}
+    files = {split: parquet_files(paths[split]) for split in splits}
     pieces = {split: survey(f, schema) for split, f in files.items()}
     check_labels([f for split in files.values() for f in split], schema)
     return Splits(schema, files, pieces)

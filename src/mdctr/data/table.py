@@ -38,10 +38,14 @@ def schema_of(cfg: DataConfig) -> Schema:
         raise InputError(f"data: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
 
 
+def _is_glob(path: str | Path) -> bool:
+    return any(c in str(path) for c in "*?[")
+
+
 def parquet_files(path: str | Path) -> list[Path]:
     """The parquet files a path names: one file, every ``*.parquet`` in a folder, or a glob."""
     text = str(path)
-    if any(c in text for c in "*?["):
+    if _is_glob(text):
         files = sorted(Path(p) for p in glob.glob(text))
     elif Path(text).is_dir():
         files = sorted(Path(text).glob("*.parquet"))
@@ -59,7 +63,7 @@ def read_table(path: str | Path, text_columns: Iterable[str] = ()) -> pl.DataFra
     ``text_columns`` (those present) are read from CSV as text rather than inferred, so ids such
     as "07030" or "55405-2546" keep their value whatever the first rows look like.
     """
-    many = Path(path).is_dir() or any(c in str(path) for c in "*?[")
+    many = Path(path).is_dir() or _is_glob(path)
     files = parquet_files(path) if many else [Path(path)]
     if not files[0].is_file():
         raise InputError(f"data file {path} not found; check the path")
