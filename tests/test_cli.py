@@ -88,7 +88,7 @@ BAD_TABLES = {
     ),
     "wrong dtype": (
         lambda f: f.with_columns(pl.col("price").cast(pl.String) + "$"),
-        "{path}: column 'price' is declared numeric but holds String",
+        "{path}: column 'price' is declared numeric but row 0 holds '",
     ),
     "NaN label": (
         lambda f: f.with_columns(

@@ -13,7 +13,7 @@ from torch import nn
 from mdctr import layout, runs
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
-from mdctr.data.table import check_table, domain_key, read_table, split
+from mdctr.data.table import check_classes, check_table, domain_key, label_bounds, read_table, split
 from mdctr.errors import InputError
 from mdctr.metrics import evaluate
 from mdctr.models.mlora import MLoRA
@@ -24,6 +24,8 @@ from mdctr.train import Trainer, score
 from mdctr.weights import save_tensors
 
 log = logging.getLogger(__name__)
+
+MIN_ROWS = 10  # of the new domain: a train and a validation part with both labels
 
 
 def grow_state(old: dict[str, torch.Tensor], new_model: nn.Module) -> None:
@@ -82,10 +84,11 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
     frame = read_table(data_path, schema.id_columns)
     check_table(frame, schema, str(data_path))
     frame = frame.filter(domain_key(schema.domain) == domain)
-    if frame.height < 10 or frame[schema.label].n_unique() < 2:
+    if frame.height < MIN_ROWS:
         raise InputError(
-            f"{data_path}: need at least 10 rows of domain {domain!r} with both labels; found {frame.height}"
+            f"{data_path}: need at least {MIN_ROWS} rows of domain {domain!r}; found {frame.height}"
         )
+    check_classes(label_bounds(frame, schema).collect(), schema, "train", f"{data_path} (domain {domain!r})")
     encoder = Encoder(schema, run.encoder.vocabs, run.encoder.scalers, [*run.encoder.domains, domain])
     train_part, valid, rest = split(frame, schema, 0.2, 0.001, run.experiment.train.seed)
     train = TensorData(encoder.transform(pl.concat([train_part, rest])))

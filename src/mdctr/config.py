@@ -17,7 +17,7 @@ from pydantic import (
     model_validator,
 )
 
-from mdctr.data.schema import Feature
+from mdctr.data.schema import Feature, Schema
 from mdctr.errors import InputError
 
 
@@ -86,7 +86,23 @@ class DataConfig(_Frozen):
                 raise ValueError(f"a data.path table also needs {need}")
         if (self.valid_path is None) != (self.test_path is None):
             raise ValueError("give both data.valid_path and data.test_path, or neither")
+        if self.path is not None:
+            self.schema()  # its column rules (no column twice, ...) are the config's
         return self
+
+    def schema(self) -> Schema:
+        """The schema a user table's columns declare (``path`` given)."""
+        assert self.label is not None and self.domain is not None
+        try:
+            return Schema(
+                features=self.features,
+                domain=(self.domain,) if isinstance(self.domain, str) else tuple(self.domain),
+                labels=(self.label,) if isinstance(self.label, str) else tuple(self.label),
+                user=self.user,
+                oracle=self.oracle,
+            )
+        except ValidationError as err:
+            raise ValueError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
 
 
 class LoRAConfig(_Frozen):

@@ -54,10 +54,12 @@ class Ranking:
 
 
 def codes(frame: pl.DataFrame, name: str, kind: str, bins: int = NUMERIC_BINS) -> np.ndarray:
-    """Integer codes 0..K-1 of one column (nulls get a code of their own)."""
+    """Integer codes 0..K-1 of one column (missing values, NaN and inf included, get a code of
+    their own)."""
     col = pl.col(name)
     if kind == "numeric":
-        values = frame[name].cast(pl.Float64).fill_nan(None).to_numpy()
+        values = frame[name].cast(pl.Float64).to_numpy()
+        values = np.where(np.isfinite(values), values, np.nan)
         present = values[~np.isnan(values)]
         edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])) if present.size else []
         out = np.searchsorted(edges, values, side="right")

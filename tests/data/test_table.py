@@ -71,6 +71,11 @@ def test_several_domain_columns_join_into_one_key() -> None:
         ({"click": ["no", "yes", "no"]}, "t.csv: label column 'click' must be numeric 0/1, found String"),
         (
             {"price": ["1", "2", "x"]},
+            "t.csv: column 'price' is declared numeric but row 2 holds 'x'; fix the value or declare it "
+            "kind: categorical",
+        ),
+        (
+            {"price": ["1", "2", "3"]},
             "t.csv: column 'price' is declared numeric but holds String; cast it to "
             "numbers or declare it kind: categorical",
         ),

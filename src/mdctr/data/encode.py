@@ -72,16 +72,22 @@ def _is_int_text(text: str) -> bool:
 
 
 def _scaled(column: pl.Expr, log1p: bool) -> pl.Expr:
-    """A numeric column as float64 with NaN as null, after ``log(1 + max(x, 0))`` if asked."""
-    column = column.cast(pl.Float64).fill_nan(None)
+    """A numeric column as float64 with NaN and +-inf as null (missing), after
+    ``log(1 + max(x, 0))`` if asked."""
+    column = column.cast(pl.Float64)
+    column = pl.when(column.is_finite()).then(column)
     return column.clip(lower_bound=0).log1p() if log1p else column
 
 
 def _number(value: object) -> float:
-    """A raw numeric value as float; None or NaN -> NaN (later replaced by the mean)."""
+    """A raw numeric value as float; None, NaN or +-inf -> NaN (later replaced by the mean)."""
     if value is None:
         return math.nan
-    return float(value)  # type: ignore[arg-type]
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except OverflowError:  # an integer beyond float's range
+        return math.nan
+    return number if math.isfinite(number) else math.nan
 
 
 @dataclass
@@ -163,11 +169,23 @@ class Encoder:
         vocabularies = list(schema.vocabularies())
         for name, kept in zip(vocabularies, results[: len(vocabularies)], strict=True):
             enc.vocabs[name] = kept["v"].to_list()
+            if not enc.vocabs[name]:
+                floor = schema.feature(name).min_count
+                raise InputError(
+                    f"training data: feature {name!r} has no value"
+                    + (f" seen min_count={floor} times" if floor > 1 else " (it is null in every row)")
+                    + "; fill it, lower min_count or drop it from data.features"
+                )
         if moments:
             row = results[len(vocabularies)].row(0, named=True)
             for i, f in enumerate(schema.numeric):
                 mean, std = row[f"{i}:mean"], row[f"{i}:std"]
-                enc.scalers[f.name] = (float(mean or 0.0), float(std) if std else 1.0)
+                if mean is None:
+                    raise InputError(
+                        f"training data: numeric feature {f.name!r} has no finite value (null, NaN or "
+                        f"inf in every row); fill it or drop it from data.features"
+                    )
+                enc.scalers[f.name] = (float(mean), float(std) if std else 1.0)
         enc.domains = sorted(results[-1]["d"].to_list())
         return enc
 

@@ -27,7 +27,7 @@ from mdctr.data.batch import Batch
 from mdctr.data.encode import Encoded, Encoder
 from mdctr.data.loader import as_batch, batch_order, slices
 from mdctr.data.schema import Schema
-from mdctr.data.table import check_columns, parquet_files
+from mdctr.data.table import SPLITS, check_classes, check_columns, label_bounds, parquet_files
 from mdctr.errors import InputError
 
 
@@ -227,13 +227,16 @@ class Splits:
         return ParquetStream(self.pieces[split], encoder, shuffle_buffer)
 
 
-SPLITS = ("train", "valid", "test")
-
-
 def open_splits(cfg: DataConfig, schema: Schema, splits: Sequence[str] = SPLITS) -> Splits:
     """Survey and check the files of ``splits``: columns and types per file, then the labels."""
     paths = {"train": cfg.path, "valid": cfg.valid_path, "test": cfg.test_path}
     files = {split: parquet_files(paths[split]) for split in splits}
     pieces = {split: survey(f, schema) for split, f in files.items()}
     check_labels([f for split in files.values() for f in split], schema)
+    named = [s for s in ("train", "valid") if s in files]
+    bounds = pl.collect_all(
+        [label_bounds(pl.scan_parquet(files[s]), schema) for s in named], engine="streaming"
+    )
+    for split, found in zip(named, bounds, strict=True):
+        check_classes(found, schema, split, str(files[split][0].parent))
     return Splits(schema, files, pieces)

@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import difflib
 import glob
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import ValidationError
 
 from mdctr.config import DataConfig
 from mdctr.data.schema import Schema
 from mdctr.errors import InputError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
 
 
 def schema_of(cfg: DataConfig) -> Schema:
@@ -25,17 +30,7 @@ def schema_of(cfg: DataConfig) -> Schema:
         task = TASKS[cfg.task].schema
         update = {"features": cfg.features or task.features, "user": cfg.user or task.user}
         return task.model_copy(update={**update, "oracle": cfg.oracle or task.oracle})
-    assert cfg.label is not None and cfg.domain is not None
-    try:
-        return Schema(
-            features=cfg.features,
-            domain=(cfg.domain,) if isinstance(cfg.domain, str) else tuple(cfg.domain),
-            labels=(cfg.label,) if isinstance(cfg.label, str) else tuple(cfg.label),
-            user=cfg.user,
-            oracle=cfg.oracle,
-        )
-    except ValidationError as err:
-        raise InputError(f"data: {err.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+    return cfg.schema()
 
 
 def _is_glob(path: str | Path) -> bool:
@@ -56,36 +51,81 @@ def parquet_files(path: str | Path) -> list[Path]:
     return files
 
 
+def _csv_header(path: Path, separator: str) -> list[str]:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        return next(csv.reader(handle, delimiter=separator), [])
+
+
+def _check_header(path: Path, separator: str) -> None:
+    """A column named twice in a CSV header is an InputError (polars would rename the copy)."""
+    names = _csv_header(path, separator)
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, 1):
+        if name and name in seen:
+            raise InputError(
+                f"{path}: the header names column {name!r} twice (columns {seen[name]} and {position}); "
+                f"rename or drop one"
+            )
+        seen.setdefault(name, position)
+
+
+def _ragged_line(path: Path, separator: str) -> str:
+    """Where a CSV row has more fields than its header (for the error message)."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as handle:
+        rows = csv.reader(handle, delimiter=separator)
+        width = len(next(rows, []))
+        for row in rows:
+            if len(row) > width:
+                return f"line {rows.line_num} has {len(row)} fields, the header {width}"
+    return "a row has more fields than the header"
+
+
+def _read_error(path: str | Path, err: Exception, kind: str, separator: str) -> InputError:
+    """The one-line InputError for a file polars or the OS could not read."""
+    text = str(err).strip()
+    if isinstance(err, pl.exceptions.NoDataError):
+        return InputError(f"{path} is empty; give a file with a header and at least one row")
+    if isinstance(err, pl.exceptions.DuplicateError):
+        return InputError(f"{path}: {text.splitlines()[0]}; rename or drop the repeated column")
+    if kind == "csv" and "invalid utf-8" in text:
+        return InputError(f"{path} is not UTF-8 text; save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+    if kind == "csv" and "more fields than" in text:
+        where = _ragged_line(Path(path), separator)
+        return InputError(f"{path}: {where}; quote values that contain {separator!r} or fix the row")
+    first = text.splitlines()[0] if text else type(err).__name__
+    return InputError(f"{path}: cannot read it ({first}); check that it is valid {kind}")
+
+
 def read_table(path: str | Path, text_columns: Iterable[str] = ()) -> pl.DataFrame:
     """Read a parquet or CSV file (or a folder or glob of parquet files); a missing, unreadable
-    or empty file is an InputError.
+    or empty file, or a CSV header that names a column twice, is an InputError.
 
     ``text_columns`` (those present) are read from CSV as text rather than inferred, so ids such
-    as "07030" or "55405-2546" keep their value whatever the first rows look like.
+    as "07030" or "55405-2546" keep their value whatever the first rows look like. CSV files may
+    start with a UTF-8 byte-order mark and end lines with CRLF.
     """
     many = Path(path).is_dir() or _is_glob(path)
     files = parquet_files(path) if many else [Path(path)]
     if not files[0].is_file():
         raise InputError(f"data file {path} not found; check the path")
     suffix = files[0].suffix.lower()
+    kind = "parquet" if many or suffix in (".parquet", ".pq") else suffix[1:]
+    separator = "\t" if suffix == ".tsv" else ","
     try:
-        if many or suffix in (".parquet", ".pq"):
+        if kind == "parquet":
             frame = pl.read_parquet(files)
         elif suffix in (".csv", ".tsv", ".txt"):
+            _check_header(Path(path), separator)
             frame = pl.read_csv(
                 path,
-                separator="\t" if suffix == ".tsv" else ",",
+                separator=separator,
                 infer_schema_length=10000,
                 schema_overrides=dict.fromkeys(text_columns, pl.String),
             )
         else:
             raise InputError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
     except (pl.exceptions.PolarsError, OSError) as err:
-        if isinstance(err, pl.exceptions.NoDataError):
-            raise InputError(f"{path} is empty; give a file with a header and at least one row") from None
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        kind = "parquet" if many else suffix[1:]
-        raise InputError(f"{path}: cannot read it ({first}); check that it is valid {kind}") from None
+        raise _read_error(path, err, kind, separator) from None
     if frame.height == 0:
         raise InputError(f"{path} has no rows; give a file with at least one row")
     return frame
@@ -100,7 +140,7 @@ def _need_column(types: pl.Schema, name: str, role: str, where: str) -> pl.DataT
 
 
 def _is_numeric(dtype: pl.DataType) -> bool:
-    return dtype.is_numeric() or dtype == pl.Boolean
+    return dtype.is_numeric() or dtype in (pl.Boolean, pl.Null)
 
 
 def check_label(series: pl.Series, where: str) -> None:
@@ -149,18 +189,39 @@ def check_columns(types: pl.Schema, schema: Schema, where: str, need_label: bool
             )
         if feat.kind == "categorical" and (nested or isinstance(dtype, pl.Struct)):
             raise InputError(f"{where}: column {feat.name!r} holds {dtype}; declare it kind: sequence")
-        if feat.kind == "sequence" and not (nested or dtype == pl.String):
+        if feat.kind == "sequence" and not (nested or dtype in (pl.String, pl.Null)):
             raise InputError(
                 f"{where}: column {feat.name!r} is declared sequence but holds {dtype}; "
                 f"give a list column or text joined by {feat.sep!r}"
             )
 
 
+def _not_a_number(frame: pl.DataFrame, name: str, where: str) -> None:
+    """A text column declared numeric: name the first value that is not a number."""
+    bad = frame[name].cast(pl.Float64, strict=False).is_null() & frame[name].is_not_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise InputError(
+            f"{where}: column {name!r} is declared numeric but row {row} holds {frame[name][row]!r:.40}; "
+            f"fix the value or declare it kind: categorical"
+        )
+
+
 def check_table(frame: pl.DataFrame, schema: Schema, where: str, need_label: bool = True) -> None:
-    """Every declared column exists with a usable type; the labels are clean 0/1."""
+    """Every declared column exists with a usable type; the labels are clean 0/1.
+
+    A column that is null in every row has no type of its own (a CSV reader calls it text): it
+    passes as missing values of any kind.
+    """
     if frame.height == 0:
         raise InputError(f"{where} has no rows; give at least one row")
-    check_columns(frame.schema, schema, where, need_label)
+    types = pl.Schema(
+        {c: pl.Null if frame[c].null_count() == frame.height else t for c, t in frame.schema.items()}
+    )
+    for feat in schema.numeric:
+        if types.get(feat.name) == pl.String:
+            _not_a_number(frame, feat.name, where)
+    check_columns(types, schema, where, need_label)
     for label in schema.labels if need_label else ():
         check_label(frame[label], where)
 
@@ -199,6 +260,42 @@ class Prepared:
     test: pl.DataFrame
 
 
+def label_bounds(frame: pl.DataFrame | pl.LazyFrame, schema: Schema) -> pl.LazyFrame:
+    """Each label's smallest and largest value (columns ``<label>:min``, ``<label>:max``)."""
+    return frame.lazy().select(
+        *(pl.col(c).cast(pl.Float64).min().alias(f"{c}:min") for c in schema.labels),
+        *(pl.col(c).cast(pl.Float64).max().alias(f"{c}:max") for c in schema.labels),
+    )
+
+
+def check_classes(bounds: pl.DataFrame, schema: Schema, split_name: str, where: str) -> None:
+    """A training split needs both classes of every label, a validation split those of the main
+    label (early stopping ranks epochs by its AUC); ``bounds`` is ``label_bounds`` collected."""
+    for label in schema.labels if split_name == "train" else schema.labels[:1]:
+        low, high = bounds[f"{label}:min"][0], bounds[f"{label}:max"][0]
+        if low == high:
+            role = "a click model learns" if split_name == "train" else "early stopping ranks epochs"
+            noun = "training" if split_name == "train" else "validation"
+            raise InputError(
+                f"{where}: label column {label!r} is {int(low)} in every {noun} row; "
+                f"{role} from both 0 and 1 labels: give rows of both"
+            )
+
+
+def _check_split(parts: tuple[pl.DataFrame, ...], schema: Schema, cfg: DataConfig, where: str) -> None:
+    rows = sum(p.height for p in parts)
+    for name, part in zip(SPLITS, parts, strict=True):
+        if part.height == 0:
+            raise InputError(
+                f"{where}: {rows} rows are too few to split (data.split valid={cfg.split.valid}, "
+                f"test={cfg.split.test}, stratified by label and domain): the {name} split is empty; "
+                f"give more rows, or your own data.valid_path and data.test_path"
+            )
+    train, valid, test = (set(p.select(domain_key(schema.domain)).to_series().unique()) for p in parts)
+    for domain in sorted(train - (valid & test)):
+        log.warning("domain %r has too few rows to reach every split: it lacks valid or test rows", domain)
+
+
 def prepare(cfg: DataConfig) -> Prepared:
     """Load the task or the user's table(s), check them and split them."""
     schema = schema_of(cfg)
@@ -212,7 +309,11 @@ def prepare(cfg: DataConfig) -> Prepared:
         frames = [read_table(p, schema.id_columns) for p in names]
     for frame, name in zip(frames, names, strict=True):
         check_table(frame, schema, str(name))
+    check_classes(label_bounds(frames[0], schema).collect(), schema, "train", str(names[0]))
     if len(frames) == 3:
+        check_classes(label_bounds(frames[1], schema).collect(), schema, "valid", str(names[1]))
         return Prepared(schema, *frames)
-    train, valid, test = split(frames[0], schema, cfg.split.valid, cfg.split.test, cfg.split.seed)
-    return Prepared(schema, train, valid, test)
+    parts = split(frames[0], schema, cfg.split.valid, cfg.split.test, cfg.split.seed)
+    _check_split(parts, schema, cfg, str(names[0]))
+    check_classes(label_bounds(parts[1], schema).collect(), schema, "valid", str(names[0]))
+    return Prepared(schema, *parts)
