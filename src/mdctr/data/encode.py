@@ -90,6 +90,14 @@ def _number(value: object) -> float:
     return number if math.isfinite(number) else math.nan
 
 
+_SCALARS = (str, int, float, bool)
+_RECORD_TYPES = {
+    "categorical": (_SCALARS, "an id (text or integer) or null"),
+    "numeric": ((int, float, bool), "a number or null"),
+    "sequence": ((str, list, tuple), "a list of ids, text or null"),
+}
+
+
 @dataclass
 class Encoder:
     """Fitted vocabularies (by vocabulary name) and scalers; ``fit`` on train, ``transform``
@@ -294,6 +302,7 @@ class Encoder:
             if not all(c in record for c in need):
                 missing = next(c for c in need if c not in record)
                 raise InputError(f"row {i}: feature {missing!r} is missing; every row needs {need}")
+        self._check_record_types(records)
         sparse = np.empty((n, len(self.categorical)), np.int64)
         for j, c in enumerate(self.categorical):
             sparse[:, j] = self._record_ids(c, [r[c] for r in records])
@@ -314,6 +323,27 @@ class Encoder:
         )
         domain = np.array([index.get(k, len(self.domains)) for k in keys], np.int64)
         return Encoded(sparse, sequences, dense, domain, None)
+
+    def _check_record_types(self, records: Sequence[Mapping[str, object]]) -> None:
+        """Numeric values are numbers, ids scalars, sequences lists of scalars or text (or null)."""
+        kinds = {c: "categorical" for c in self.schema.domain} | {
+            f.name: f.kind for f in self.schema.features
+        }
+        for name, kind in kinds.items():
+            allowed, expected = _RECORD_TYPES[kind]
+            for i, record in enumerate(records):
+                value = record[name]
+                if value is not None and value.__class__ not in allowed:
+                    raise InputError(
+                        f"row {i}: {kind} feature {name!r} must be {expected}, got {type(value).__name__}"
+                    )
+                if kind == "sequence" and value.__class__ in (list, tuple):
+                    item = next((v for v in value if v is not None and v.__class__ not in _SCALARS), None)  # type: ignore[union-attr]
+                    if item is not None:
+                        raise InputError(
+                            f"row {i}: sequence feature {name!r} holds a {type(item).__name__}; "
+                            f"give a list of ids or text joined by {self.schema.feature(name).sep!r}"
+                        )
 
     def _sequence_records(
         self, records: Sequence[Mapping[str, object]], name: str, sep: str, max_len: int

@@ -197,7 +197,8 @@ def check_columns(types: pl.Schema, schema: Schema, where: str, need_label: bool
 
 
 def _not_a_number(frame: pl.DataFrame, name: str, where: str) -> None:
-    """A text column declared numeric: name the first value that is not a number."""
+    """A text column declared numeric: name the first value that is not a number (text such as
+    "nan", "inf" or an integer beyond 64 bits is one)."""
     bad = frame[name].cast(pl.Float64, strict=False).is_null() & frame[name].is_not_null()
     if bad.any():
         row = int(bad.arg_true()[0])
@@ -221,6 +222,7 @@ def check_table(frame: pl.DataFrame, schema: Schema, where: str, need_label: boo
     for feat in schema.numeric:
         if types.get(feat.name) == pl.String:
             _not_a_number(frame, feat.name, where)
+            types[feat.name] = pl.Float64  # every value reads as a number
     check_columns(types, schema, where, need_label)
     for label in schema.labels if need_label else ():
         check_label(frame[label], where)
