@@ -5,8 +5,8 @@ InputError of one line; never another exception."""
 from __future__ import annotations
 
 import csv
-import os
 import io
+import os
 from pathlib import Path
 
 import numpy as np

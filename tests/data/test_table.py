@@ -75,8 +75,8 @@ def test_several_domain_columns_join_into_one_key() -> None:
             "kind: categorical",
         ),
         (
-            {"price": ["1", "2", "3"]},
-            "t.csv: column 'price' is declared numeric but holds String; cast it to "
+            {"price": [[1.0], [2.0], [3.0]]},
+            "t.csv: column 'price' is declared numeric but holds List(Float64); cast it to "
             "numbers or declare it kind: categorical",
         ),
         ({"item": [[1], [2], [3]]}, "t.csv: column 'item' holds List(Int64); declare it kind: sequence"),
