@@ -66,7 +66,4 @@ def test_adapt_refuses_bad_requests(base_run, tmp_path: Path) -> None:
     result = runner.invoke(app, ["adapt", str(run), "--domain", "d0", "--data", new])
     assert result.exit_code == 2 and f"domain 'd0' is already in {run}" in result.stderr
     result = runner.invoke(app, ["adapt", str(run), "--domain", "d9", "--data", new])
-    assert (
-        result.exit_code == 2
-        and "need at least 10 rows of domain 'd9'; found 0" in result.stderr
-    )
+    assert result.exit_code == 2 and "need at least 10 rows of domain 'd9'; found 0" in result.stderr

@@ -94,8 +94,24 @@ def test_resume_refuses_a_changed_config(experiment: Experiment, tmp_path: Path)
         train_experiment(changed, tmp_path / "cut", resume=True)
     with pytest.raises(InputError, match="already holds files; choose another --out, add --overwrite"):
         train_experiment(experiment, tmp_path / "cut")
-    with pytest.raises(InputError, match="nothing to resume in .*fresh: no checkpoint.safetensors"):
-        train_experiment(experiment, tmp_path / "fresh", resume=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(InputError, match="other holds files but no run .config.yaml.; choose another --out"):
+        train_experiment(experiment, tmp_path / "other", resume=True)
+
+
+def test_resume_without_a_checkpoint_trains_from_the_beginning(
+    experiment: Experiment, tmp_path: Path
+) -> None:
+    """A run killed before its first checkpoint (or never started) is resumed by training it anew."""
+    whole = train_experiment(experiment, tmp_path / "whole")
+    with pytest.raises(Interrupt):
+        train_experiment(experiment, tmp_path / "cut", callbacks=[stop_after(1)])
+    (tmp_path / "cut" / "checkpoint.safetensors").unlink()
+    (tmp_path / "cut" / ".model.safetensors.x1.tmp").write_bytes(b"partial")
+    assert train_experiment(experiment, tmp_path / "cut", resume=True).metrics == whole.metrics
+    assert train_experiment(experiment, tmp_path / "fresh", resume=True).metrics == whole.metrics
+    assert not list((tmp_path / "cut").glob(".*.tmp"))
 
 
 def separate(experiment: Experiment, **train: object) -> Experiment:

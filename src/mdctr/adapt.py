@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from mdctr import layout, runs
+from mdctr.data.cache import make_dir
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
 from mdctr.data.table import check_classes, check_table, domain_key, label_bounds, read_table, split
@@ -104,7 +105,7 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
         model = build_model(encoder.input_spec(), run.experiment.model)
         with torch.no_grad():
             grow_state(run.model.state_dict(), model)
-        out.mkdir(parents=True, exist_ok=True)
+        make_dir(out)
         stage = _new_domain_stage(model, len(run.encoder.domains))
         torch.manual_seed(cfg.seed)
         state = Trainer(model, cfg, out, stages=[stage]).fit(train, valid_data)

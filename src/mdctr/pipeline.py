@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -17,7 +18,7 @@ import torch
 
 from mdctr import layout, runs
 from mdctr.config import DataConfig, Experiment
-from mdctr.data.cache import atomic_write, atomic_write_text
+from mdctr.data.cache import atomic_write, atomic_write_text, make_dir, remove_partial_writes
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
 from mdctr.data.stream import SPLITS, ParquetStream, open_splits, streams
@@ -45,22 +46,46 @@ class TrainResult:
     adapter_params: int
 
 
-def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: bool) -> None:
-    if resume:
-        if not (out / layout.CHECKPOINT).is_file():
-            raise InputError(f"nothing to resume in {out}: no {layout.CHECKPOINT}; start without --resume")
+def _check_writable(out: Path) -> None:
+    """--out can become a folder this process writes in (checked before any data is read)."""
+    ancestor = out
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise InputError(f"--out {out}: {ancestor} is a file, not a folder; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: no permission to write in {ancestor}; choose another --out")
+
+
+def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: bool) -> bool:
+    """Check that training may write ``out``; whether it continues from a checkpoint there.
+
+    ``resume`` continues from the checkpoint, or, where a run was killed before its first
+    checkpoint (or never started), starts it from the beginning in the same folder.
+    """
+    _check_writable(out)
+    if resume and (out / layout.CONFIG).is_file():
         saved = runs.read_config(out)
         if saved.model_dump(exclude={"name"}) != experiment.model_dump(exclude={"name"}):
             raise InputError(
                 f"the config differs from {out / layout.CONFIG}; resume with the same config "
                 f"and --set values, or train into a new --out"
             )
-        return
-    if out.exists() and any(out.iterdir()) and not overwrite:
+        if (out / layout.CHECKPOINT).is_file():
+            removed = remove_partial_writes(out)
+            if removed:
+                log.info("removed %d partial files a killed run left in %s", removed, out)
+            return True
+    if resume and out.exists() and any(out.iterdir()) and not (out / layout.CONFIG).is_file():
+        raise InputError(f"{out} holds files but no run ({layout.CONFIG}); choose another --out")
+    if resume:
+        log.warning("%s holds no checkpoint to resume from: training from the beginning", out)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
         raise InputError(
             f"{out} already holds files; choose another --out, add --overwrite, "
             f"or --resume an interrupted run"
         )
+    return False
 
 
 def train_experiment(
@@ -78,7 +103,7 @@ def train_experiment(
     same run.
     """
     out = Path(out)
-    _claim_run_dir(out, experiment, resume, overwrite)
+    resume = _claim_run_dir(out, experiment, resume, overwrite)
     start = time.perf_counter()
     encoder, train, valid, test = _sources(experiment.data, out / layout.VOCAB if resume else None)
     preprocess_s = time.perf_counter() - start
@@ -98,9 +123,9 @@ def train_experiment(
         params = sum(p.numel() for p in model.parameters())
         trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
         if not resume:
-            if overwrite and out.exists():
+            if out.exists():  # --overwrite, or --resume of a run killed before its first checkpoint
                 shutil.rmtree(out)
-            out.mkdir(parents=True, exist_ok=True)
+            make_dir(out)
             runs.write_config(out, experiment)
             encoder.save(out / layout.VOCAB)
             torch.manual_seed(seed)  # training draws (dropout) from the seed too, not from after init

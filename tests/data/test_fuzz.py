@@ -22,7 +22,11 @@ from mdctr.errors import InputError
 from ..conftest import click_table, table_config
 
 COLUMNS = ("scene", "user", "item", "category", "price", "tags", "click")
-FUZZ = settings(max_examples=int(os.environ.get("MDCTR_FUZZ_EXAMPLES", 80)), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=int(os.environ.get("MDCTR_FUZZ_EXAMPLES", 80)),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 words = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 numbers = st.one_of(  # what a numeric column may hold: also nan, inf and integers beyond 64 bits

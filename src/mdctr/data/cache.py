@@ -7,6 +7,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mdctr.errors import InputError
+
+TMP_SUFFIX = ".tmp"
+
 
 def cache_dir() -> Path:
     """The data cache: ``$MDCTR_CACHE`` or ``~/.cache/mdctr``."""
@@ -14,25 +18,57 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "mdctr"
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then rename it over ``path``.
+def _unwritable(path: Path, err: OSError) -> InputError:
+    reason = err.strerror or type(err).__name__
+    return InputError(f"cannot write {path}: {reason}; free disk space or choose a writable folder")
 
-    An interrupted write leaves ``path`` as it was: never half-written.
+
+def make_dir(path: str | Path) -> Path:
+    """``mkdir -p``; a path that cannot be a folder (a file in the way, no permission, a full or
+    read-only disk) is an InputError."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(path, err) from None
+    return path
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``.
+
+    An interrupted write (a killed process, a full disk) leaves ``path`` as it was: never
+    half-written; the disk errors are an InputError naming ``path``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    make_dir(path.parent)
+    tmp_path = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         write(tmp_path)
+        with open(tmp_path, "rb+") as handle:
+            os.fsync(handle.fileno())
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as err:
+        raise _unwritable(path, err) from None
     finally:
-        tmp_path.unlink(missing_ok=True)
+        if tmp_path is not None:
+            tmp_path.unlink(missing_ok=True)
     return path
+
+
+def remove_partial_writes(folder: str | Path) -> int:
+    """Delete the temporary files a killed ``atomic_write`` left in ``folder``; how many."""
+    stale = list(Path(folder).glob(f".*{TMP_SUFFIX}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
