@@ -8,6 +8,7 @@ import yaml
 from typer.testing import CliRunner
 
 from mdctr.cli import app
+from mdctr.runs import write_checksums
 
 from .conftest import click_table, table_config
 
@@ -146,10 +147,10 @@ def test_unreadable_run_directories(trained: Path, tmp_path: Path) -> None:
     for name in ("config.yaml", "vocab.json"):
         (broken / name).write_bytes((trained / name).read_bytes())
     (broken / "model.safetensors").write_bytes(b"garbage")
-    fails(
-        ["predict", str(broken), str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o.parquet")],
-        f"{broken / 'model.safetensors'} is damaged",
-    )
+    scoring = ["predict", str(broken), str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o.parquet")]
+    fails(scoring, f"{broken} has no checksums.json: its training did not finish")
+    write_checksums(broken)
+    fails(scoring, f"{broken / 'model.safetensors'} is damaged")
     fails(
         ["predict", str(trained), str(tmp_path / "in.parquet"), "--out", str(tmp_path / "o.json")],
         f"--out {tmp_path / 'o.json'}: use a .parquet or .csv file name",

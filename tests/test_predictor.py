@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from mdctr.cli import app
 from mdctr.errors import InputError
 from mdctr.predictor import Predictor
-from mdctr.runs import load_run
+from mdctr.runs import load_run, write_checksums
 from mdctr.weights import load_tensors, save_tensors
 
 from .conftest import click_table
@@ -99,6 +99,7 @@ def test_exported_file_is_used_and_checked(mlora_run: Path, tmp_path: Path) -> N
     first = next(iter(tensors))
     tensors[first] = tensors[first] + 1.0
     save_tensors(other / "model.safetensors", tensors, metadata)
+    write_checksums(other)  # another run, not a tampered one
     with pytest.raises(InputError, match=r"was not exported from .*other; export this run again"):
         Predictor(other, onnx_path=out)
 

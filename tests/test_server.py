@@ -138,3 +138,82 @@ def test_restarted_server_gives_the_same_scores(mlora_run: Path) -> None:
     assert scores_from_a_fresh_server(mlora_run, candidates) == scores_from_a_fresh_server(
         mlora_run, candidates
     )
+
+
+DEEP = b'{"candidates": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+ABUSE = {
+    "not JSON": (b"{not json", "application/json"),
+    "invalid UTF-8": (b'{"candidates": [{"user": "\xff\xfe"}]}', "application/json"),
+    "empty body": (b"", "application/json"),
+    "a JSON array": (b"[1, 2, 3]", "application/json"),
+    "a JSON string": (b'"candidates"', "application/json"),
+    "null candidates": (b'{"candidates": null}', "application/json"),
+    "nested 100k deep": (DEEP, "application/json"),
+    "text/plain": (b'{"candidates": []}', "text/plain"),
+    "a bool for a number": (None, "price=true"),
+    "a dict inside a sequence": (None, 'tags=[{"a": 1}]'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ABUSE))
+def test_abusive_requests_are_refused_with_a_4xx_never_a_500(client: TestClient, name: str) -> None:
+    body, kind = ABUSE[name]
+    if body is None:  # one field of a good row replaced by raw JSON
+        field, value = kind.split("=", 1)
+        row = json.dumps({k: v for k, v in rows(1)[0].items() if k != field})
+        body, kind = f'{{"candidates": [{row[:-1]}, "{field}": {value}}}]}}'.encode(), "application/json"
+    response = client.post("/predict", content=body, headers={"content-type": kind})
+    assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
+    assert "detail" in response.json()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("price", "NaN"),
+        ("price", "Infinity"),
+        ("price", "1" * 400),
+        ("item", "1" * 400),
+        ("item", f'"{"x" * 400_000}"'),
+    ],
+)
+def test_non_finite_numbers_and_huge_values_are_scored_as_missing(
+    client: TestClient, field: str, value: str
+) -> None:
+    row = json.dumps({k: v for k, v in rows(1)[0].items() if k != field})
+    body = f'{{"candidates": [{row[:-1]}, "{field}": {value}}}]}}'.encode()
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    assert 0 < json.loads(response.text)["scores"][0] < 1
+
+
+def test_a_tampered_run_directory_is_refused(mlora_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from mdctr.cli import app
+    from mdctr.errors import InputError
+
+    for name, change in (("model.safetensors", b"\0"), ("vocab.json", b" "), ("config.yaml", b"\n")):
+        copy = tmp_path / name
+        copy.mkdir()
+        for f in mlora_run.iterdir():
+            (copy / f.name).write_bytes(f.read_bytes() + (change if f.name == name else b""))
+        with pytest.raises(InputError, match=f"{name} does not match its SHA-256 in checksums.json"):
+            Predictor(copy)
+        result = CliRunner().invoke(app, ["serve", str(copy), "--port", str(free_port())])
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {copy / name} does not match")
+
+
+def test_loading_and_serving_never_unpickle(mlora_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pickle
+
+    import torch
+
+    def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("unpickling was attempted")
+
+    for module, name in ((pickle, "load"), (pickle, "loads"), (pickle, "Unpickler"), (torch, "load")):
+        monkeypatch.setattr(module, name, refuse)
+    for backend in ("onnx", "torch"):
+        served = TestClient(create_app(Predictor(mlora_run, backend=backend)))
+        assert served.post("/predict", json={"candidates": rows(5)}).status_code == 200

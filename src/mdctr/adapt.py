@@ -116,5 +116,6 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
     scores = score(model, encoded_valid)
     metrics = evaluate(scores.label, scores.main, scores.domain, encoder.domains, scores.user)
     runs.write_json(out / layout.ADAPT_METRICS, {**metrics, "history": state.history})
+    runs.write_checksums(out)
     log.info("added domain %r: valid AUC %.4f after %d epochs", domain, state.best_auc, state.epoch)
     return metrics

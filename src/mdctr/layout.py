@@ -11,6 +11,7 @@ RUN/run.json                seed, versions, git commit, timings
 RUN/report.md, domain_auc.png, curves.png
 RUN/selected_features.json  an OptFS search's kept values
 RUN/metrics-adapt.json      `mdctr adapt`: the new domain's held-out metrics
+RUN/checksums.json          SHA-256 of config, vocab and weights, written last: loading checks it
 ```
 """
 
@@ -26,6 +27,7 @@ DOMAIN_PLOT = "domain_auc.png"
 CURVES_PLOT = "curves.png"
 SELECTION = "selected_features.json"
 ADAPT_METRICS = "metrics-adapt.json"
+CHECKSUMS = "checksums.json"
 
 
 def metrics_for(data_stem: str) -> str:

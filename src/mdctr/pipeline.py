@@ -145,6 +145,7 @@ def train_experiment(
     selection = selected_features(model, encoder)
     if selection is not None:
         runs.write_json(out / layout.SELECTION, selection)
+    runs.write_checksums(out)
     adapters = sum(p.numel() for p in adapter_parameters(model))
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 

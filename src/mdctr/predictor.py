@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -28,7 +27,7 @@ CHUNK = 65536
 
 def weights_digest(run_dir: Path) -> str:
     """SHA-256 of the run's best weights: ties an exported graph to the run it came from."""
-    return hashlib.sha256((run_dir / BEST).read_bytes()).hexdigest()
+    return runs.file_digest(run_dir / BEST)
 
 
 def export_run(run: runs.Run, domain: str | None = None) -> Exported:

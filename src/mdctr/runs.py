@@ -3,6 +3,7 @@ without the training data."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -18,7 +19,7 @@ from mdctr.config import Experiment, parse_experiment
 from mdctr.data.cache import atomic_write_text
 from mdctr.data.encode import Encoder
 from mdctr.errors import InputError
-from mdctr.layout import BEST, CONFIG, VOCAB
+from mdctr.layout import BEST, CHECKSUMS, CONFIG, VOCAB
 from mdctr.registry import build_model
 from mdctr.weights import load_tensors
 
@@ -81,6 +82,44 @@ def provenance(experiment: Experiment) -> dict:
     }
 
 
+CHECKED = (CONFIG, VOCAB, BEST)  # what scoring reads: a change to any of them changes scores
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_checksums(run_dir: Path) -> None:
+    """Record the SHA-256 of the files scoring reads: the last step of a finished run."""
+    write_json(run_dir / CHECKSUMS, {name: file_digest(run_dir / name) for name in CHECKED})
+
+
+def verify_checksums(run_dir: Path) -> None:
+    """Refuse a run whose config, vocabulary or weights changed after it was written."""
+    path = run_dir / CHECKSUMS
+    if not path.is_file():
+        raise InputError(
+            f"{run_dir} has no {CHECKSUMS}: its training did not finish (`mdctr train ... --out "
+            f"{run_dir} --resume` finishes it) or an mdctr before 0.2 wrote it (train it again)"
+        )
+    try:
+        recorded = json.loads(path.read_text())
+        expected = {name: str(recorded[name]) for name in CHECKED}
+    except (ValueError, KeyError, TypeError):
+        raise InputError(f"{path} is damaged; train the run again") from None
+    for name in CHECKED:
+        if (run_dir / name).is_file() and file_digest(run_dir / name) != expected[name]:
+            raise InputError(
+                f"{run_dir / name} does not match its SHA-256 in {CHECKSUMS}: it changed after "
+                f"training; restore the run directory or train it again"
+            )
+
+
 @dataclass
 class Run:
     """A reloaded run: its experiment, encoder and model with the best weights."""
@@ -92,11 +131,12 @@ class Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Reload a run directory for scoring; a missing or damaged part is an InputError."""
+    """Reload a run directory for scoring; a missing, damaged or changed part is an InputError."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"run directory {run_dir} not found; pass the --out folder of `mdctr train`")
     experiment = read_config(run_dir)
+    verify_checksums(run_dir)
     if not (run_dir / VOCAB).is_file():
         raise InputError(f"{run_dir} is not a complete run (no {VOCAB}); train it again")
     encoder = Encoder.load(run_dir / VOCAB)
