@@ -217,3 +217,30 @@ def test_loading_and_serving_never_unpickle(mlora_run: Path, monkeypatch: pytest
     for backend in ("onnx", "torch"):
         served = TestClient(create_app(Predictor(mlora_run, backend=backend)))
         assert served.post("/predict", json={"candidates": rows(5)}).status_code == 200
+
+
+def test_a_body_that_does_not_arrive_in_time_gets_408(mlora_run: Path) -> None:
+    """A client trickling its body is answered 408 at the deadline instead of holding the request."""
+    import asyncio
+
+    app = create_app(Predictor(mlora_run), body_timeout_s=0.2)
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        await asyncio.sleep(5)
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "path": "/predict", "raw_path": b"/predict", "query_string": b"", "root_path": "",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 8000), "scheme": "http",
+    }  # fmt: skip
+    started = time.perf_counter()
+    asyncio.run(app(scope, receive, send))
+    assert time.perf_counter() - started < 2
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 408
+    assert b"request body not received within 0.2 s" in sent[1]["body"]

@@ -7,14 +7,16 @@ an empty or oversized candidate list is a 422 naming the field, never a 500.
     -> {"scores": [0.41, ...], "domain_seen": [true, ...]}
 """
 
+import asyncio
 import gc
 import json
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt, StrictStr, create_model
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from typing_extensions import TypedDict
 
 from mdctr.data.encode import Encoder
@@ -23,6 +25,7 @@ from mdctr.predictor import Predictor
 
 MAX_CANDIDATES = 1000
 BYTES_PER_CANDIDATE = 8192
+BODY_TIMEOUT_S = 10.0  # a request body not received by then gets 408: slow clients cannot hold a worker
 
 Scalar = StrictStr | StrictInt
 Number = StrictFloat | StrictInt
@@ -52,12 +55,37 @@ def request_model(encoder: Encoder, max_candidates: int) -> type[BaseModel]:
     )
 
 
+class BodyTimeout:
+    """ASGI middleware: a request whose body has not arrived within ``seconds`` of the request's
+    start is answered 408 (a client trickling its body cannot hold the request open)."""
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app, self.seconds = app, seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline = asyncio.get_running_loop().time() + self.seconds
+
+        async def timed() -> Message:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    return await receive()
+            except TimeoutError:
+                raise HTTPException(408, f"request body not received within {self.seconds:g} s") from None
+
+        await self.app(scope, timed, send)
+
+
 class PredictResponse(BaseModel):
     scores: list[float]
     domain_seen: list[bool]
 
 
-def create_app(predictor: Predictor, max_candidates: int = MAX_CANDIDATES) -> FastAPI:
+def create_app(
+    predictor: Predictor, max_candidates: int = MAX_CANDIDATES, body_timeout_s: float = BODY_TIMEOUT_S
+) -> FastAPI:
     """The scoring API over one loaded Predictor."""
     metadata = {**predictor.metadata(), "max_candidates": max_candidates}
     app = FastAPI(
@@ -65,6 +93,7 @@ def create_app(predictor: Predictor, max_candidates: int = MAX_CANDIDATES) -> Fa
         version=metadata["version"],
         max_body_size=max_candidates * BYTES_PER_CANDIDATE,  # 413 before the body is parsed
     )
+    app.add_middleware(BodyTimeout, seconds=body_timeout_s)
     request = request_model(predictor.encoder, max_candidates)
     unseen = len(predictor.domains)
 
@@ -87,7 +116,7 @@ def create_app(predictor: Predictor, max_candidates: int = MAX_CANDIDATES) -> Fa
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict(body: request) -> Response:  # type: ignore[valid-type]
-        encoded = predictor.encoder.transform_records(body.candidates)
+        encoded = predictor.encoder.transform_records(body.candidates, typed=True)
         scores = predictor.score(encoded)
         # serialised here: FastAPI's response-model pass costs more than the scoring
         result = {"scores": scores.tolist(), "domain_seen": (encoded.domain < unseen).tolist()}

@@ -90,11 +90,11 @@ def _number(value: object) -> float:
     return number if math.isfinite(number) else math.nan
 
 
-_SCALARS = (str, int, float, bool)
-_RECORD_TYPES = {
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_RECORD_TYPES = {  # the classes a scoring record's value may have, per kind (None: missing)
     "categorical": (_SCALARS, "an id (text or integer) or null"),
-    "numeric": ((int, float, bool), "a number or null"),
-    "sequence": ((str, list, tuple), "a list of ids, text or null"),
+    "numeric": (frozenset({int, float, bool, type(None)}), "a number or null"),
+    "sequence": (frozenset({str, list, tuple, type(None)}), "a list of ids, text or null"),
 }
 
 
@@ -290,11 +290,12 @@ class Encoder:
                 ids[i] = lookup.get(_text(values[i]), OOV)  # type: ignore[arg-type]
         return ids
 
-    def transform_records(self, records: Sequence[Mapping[str, object]]) -> Encoded:
+    def transform_records(self, records: Sequence[Mapping[str, object]], typed: bool = False) -> Encoded:
         """Encode raw rows given as mappings, without polars: the low-latency path for serving.
 
         Equal to ``transform`` on the same rows as a table; every feature and domain column
-        must be a key (None = missing value).
+        must be a key (None = missing value), each value of a type its kind allows (checked
+        unless ``typed``: the server's request model has checked them).
         """
         n, schema = len(records), self.schema
         need = [*schema.domain, *(f.name for f in schema.features)]
@@ -302,7 +303,8 @@ class Encoder:
             if not all(c in record for c in need):
                 missing = next(c for c in need if c not in record)
                 raise InputError(f"row {i}: feature {missing!r} is missing; every row needs {need}")
-        self._check_record_types(records)
+        if not typed:
+            self._check_record_types(records)
         sparse = np.empty((n, len(self.categorical)), np.int64)
         for j, c in enumerate(self.categorical):
             sparse[:, j] = self._record_ids(c, [r[c] for r in records])
@@ -331,19 +333,19 @@ class Encoder:
         }
         for name, kind in kinds.items():
             allowed, expected = _RECORD_TYPES[kind]
-            for i, record in enumerate(records):
-                value = record[name]
-                if value is not None and value.__class__ not in allowed:
-                    raise InputError(
-                        f"row {i}: {kind} feature {name!r} must be {expected}, got {type(value).__name__}"
-                    )
-                if kind == "sequence" and value.__class__ in (list, tuple):
-                    item = next((v for v in value if v is not None and v.__class__ not in _SCALARS), None)  # type: ignore[union-attr]
-                    if item is not None:
-                        raise InputError(
-                            f"row {i}: sequence feature {name!r} holds a {type(item).__name__}; "
-                            f"give a list of ids or text joined by {self.schema.feature(name).sep!r}"
-                        )
+            column = [r[name] for r in records]
+            if not {v.__class__ for v in column} <= allowed:
+                i = next(i for i, v in enumerate(column) if v.__class__ not in allowed)
+                raise InputError(
+                    f"row {i}: {kind} feature {name!r} must be {expected}, got {type(column[i]).__name__}"
+                )
+            lists = [(i, v) for i, v in enumerate(column) if v.__class__ in (list, tuple)]
+            if lists and not {x.__class__ for _, v in lists for x in v} <= _SCALARS:  # type: ignore[union-attr]
+                i, item = next((i, x) for i, v in lists for x in v if x.__class__ not in _SCALARS)  # type: ignore[union-attr]
+                raise InputError(
+                    f"row {i}: sequence feature {name!r} holds a {type(item).__name__}; "
+                    f"give a list of ids or text joined by {self.schema.feature(name).sep!r}"
+                )
 
     def _sequence_records(
         self, records: Sequence[Mapping[str, object]], name: str, sep: str, max_len: int
