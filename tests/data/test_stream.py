@@ -217,6 +217,14 @@ def broken(root: Path, kind: str) -> Path:
         frame.with_columns(
             pl.when(pl.int_range(pl.len()) == 5).then(3).otherwise(pl.col("click")).alias("click")
         ).write_parquet(target)
+    elif kind in ("one-class validation", "feature null everywhere"):
+        split, change = (
+            ("valid", pl.lit(0).alias("click"))
+            if kind == "one-class validation"
+            else ("train", pl.lit(None, pl.Int64).alias("category"))
+        )
+        for path in sorted((root / split).glob("*.parquet")):
+            pl.read_parquet(path).with_columns(change).write_parquet(path)
     return target
 
 
@@ -227,6 +235,11 @@ def broken(root: Path, kind: str) -> Path:
         ("truncated", r"part-1.parquet: not a readable parquet file \(.*\); write it again or remove it"),
         ("type change", r"part-1.parquet: column 'price' is declared numeric but holds String"),
         ("bad label", r"part-1.parquet: label column 'click' holds 3; every label must be 0 or 1"),
+        ("one-class validation", r"data/valid: label column 'click' is 0 in every validation row"),
+        (
+            "feature null everywhere",
+            r"training data: feature 'category' has no value \(it is null in every row\)",
+        ),
     ],
 )
 def test_a_bad_shard_stops_with_one_line_naming_it_and_writes_nothing(
