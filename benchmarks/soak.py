@@ -45,7 +45,7 @@ from mdctr.data.table import prepare  # noqa: E402
 from mdctr.pipeline import train_experiment  # noqa: E402
 from mdctr.predictor import Predictor  # noqa: E402
 
-SLOW_CLIENTS = 32  # half trickle a partial body (408 after the server's body timeout), half send nothing
+SLOW_CLIENTS = 32  # half trickle a partial body (408 at the body deadline), half send nothing (closed)
 ABUSE_SHARE = 10  # one request in this many is malformed
 
 
@@ -207,9 +207,8 @@ def markdown(info: dict, ramp: list[dict], result: dict) -> str:
         "",
         f"Soak: {result['requests']:,} requests in {result['seconds']:.0f} s, one in {ABUSE_SHARE} malformed, "
         f"{SLOW_CLIENTS} slow clients holding connections (half trickling a partial body at 1 byte/s, "
-        f"half silent). The server answers a body that has not arrived after 10 s with 408; a silent "
-        f"connection costs it no worker and is left open (uvicorn has no header timeout: put a proxy in "
-        f"front for that).",
+        f"half silent). The server answers a body that has not arrived 10 s after the request started "
+        f"with 408 and closes a connection whose headers have not arrived 10 s after it opened.",
         "",
         "| figure | value |",
         "|---|---|",

@@ -244,3 +244,44 @@ def test_a_body_that_does_not_arrive_in_time_gets_408(mlora_run: Path) -> None:
     assert time.perf_counter() - started < 2
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 408
     assert b"request body not received within 0.2 s" in sent[1]["body"]
+
+
+def test_connections_without_complete_headers_are_closed_at_the_deadline() -> None:
+    """A silent connection, or one sending its headers a byte at a time, is closed; a normal
+    request on the same server is answered."""
+    import threading
+
+    import uvicorn
+
+    from mdctr.server import header_deadline
+
+    async def hello(scope: dict, receive: object, send: object) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    port = free_port()
+    config = uvicorn.Config(hello, host="127.0.0.1", port=port, http=header_deadline(0.5), log_level="error")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        silent, trickle = (
+            socket.create_connection(("127.0.0.1", port)),
+            socket.create_connection(("127.0.0.1", port)),
+        )
+        started = time.monotonic()
+        assert httpx.get(f"http://127.0.0.1:{port}/", timeout=5).text == "ok"
+        with pytest.raises(OSError):  # the server closes it while its header still trickles in
+            for byte in b"GET / HTTP/1.1\r\nhost: x\r\n" * 10:
+                trickle.send(bytes([byte]))
+                time.sleep(0.05)
+        silent.settimeout(5)
+        assert silent.recv(64) == b""  # closed by the server
+        assert time.monotonic() - started < 4
+        silent.close()
+        trickle.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -26,6 +26,7 @@ from mdctr.predictor import Predictor
 MAX_CANDIDATES = 1000
 BYTES_PER_CANDIDATE = 8192
 BODY_TIMEOUT_S = 10.0  # a request body not received by then gets 408: slow clients cannot hold a worker
+HEADER_TIMEOUT_S = 10.0  # a connection whose request headers have not arrived by then is closed
 
 Scalar = StrictStr | StrictInt
 Number = StrictFloat | StrictInt
@@ -125,8 +126,54 @@ def create_app(
     return app
 
 
+def header_deadline(seconds: float) -> type:
+    """uvicorn's httptools protocol, closing a connection whose request headers have not all
+    arrived ``seconds`` after it opened or after its previous response: a client that connects
+    and stays silent, or sends its headers a byte at a time, cannot hold connections for ever."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class HeaderDeadline(HttpToolsProtocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(seconds, self._expire)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expire(self) -> None:
+            if not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_headers_complete(self) -> None:
+            self._disarm()
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing() and not self.pipeline:  # a pipelined request has its headers
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadline
+
+
 def serve(
-    predictor: Predictor, host: str = "127.0.0.1", port: int = 8000, max_candidates: int = MAX_CANDIDATES
+    predictor: Predictor,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    max_candidates: int = MAX_CANDIDATES,
+    header_timeout_s: float = HEADER_TIMEOUT_S,
 ) -> None:
     """Run the API with uvicorn until interrupted."""
     import uvicorn
@@ -134,4 +181,5 @@ def serve(
     app = create_app(predictor, max_candidates)
     gc.collect()
     gc.freeze()  # the ~10^6 objects of torch/polars imports: a full GC would otherwise stall requests
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    protocol = header_deadline(header_timeout_s)
+    uvicorn.run(app, host=host, port=port, log_level="warning", http=protocol)
