@@ -178,14 +178,14 @@ CASES = {
     "a numeric column entirely null": Case(
         csv(lambda t: t.with_columns(pl.lit(None, pl.Float64).alias("price"))),
         OK,
-        train="training data: numeric feature 'price' has no finite value",
+        train="{path}: numeric feature 'price' has no finite value in the training rows",
         rank=OK,
         adapt=OK,
     ),
     "a categorical column entirely null": Case(
         parquet(lambda t: t.with_columns(pl.lit(None, pl.Null).alias("category"))),
         OK,
-        train="training data: feature 'category' has no value (it is null in every row)",
+        train="{path}: feature 'category' has no value in the training rows (it is null in every row)",
         rank=OK,
         adapt=OK,
     ),

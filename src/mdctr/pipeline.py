@@ -162,10 +162,13 @@ def _sources(cfg: DataConfig, vocab: Path | None) -> tuple[Encoder, Source, Sour
 
     if streams(cfg):
         splits = open_splits(cfg, schema_of(cfg))
-        encoder = encoder_for(lambda: Encoder.fit(splits.scan("train"), splits.schema, streaming=True))
+        where = str(cfg.path)
+        encoder = encoder_for(
+            lambda: Encoder.fit(splits.scan("train"), splits.schema, streaming=True, where=where)
+        )
         return encoder, *(splits.source(s, encoder, cfg.shuffle_buffer) for s in SPLITS)
     data = prepare(cfg)
-    encoder = encoder_for(lambda: Encoder.fit(data.train, data.schema))
+    encoder = encoder_for(lambda: Encoder.fit(data.train, data.schema, where=str(cfg.path or cfg.task)))
     return encoder, *(TensorData(encoder.transform(getattr(data, s))) for s in SPLITS)
 
 

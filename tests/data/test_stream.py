@@ -238,7 +238,7 @@ def broken(root: Path, kind: str) -> Path:
         ("one-class validation", r"data/valid: label column 'click' is 0 in every validation row"),
         (
             "feature null everywhere",
-            r"training data: feature 'category' has no value \(it is null in every row\)",
+            r"data/train: feature 'category' has no value in the training rows \(it is null in every row\)",
         ),
     ],
 )

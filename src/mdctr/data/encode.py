@@ -142,10 +142,17 @@ class Encoder:
         )
 
     @classmethod
-    def fit(cls, data: pl.DataFrame | pl.LazyFrame, schema: Schema, streaming: bool = False) -> Encoder:
+    def fit(
+        cls,
+        data: pl.DataFrame | pl.LazyFrame,
+        schema: Schema,
+        streaming: bool = False,
+        where: str = "training data",
+    ) -> Encoder:
         """Fit on a frame, or on a lazy frame (e.g. ``pl.scan_parquet``) in one pass; with
         ``streaming`` the pass runs on polars' streaming engine, in memory bounded by the number
-        of distinct values rather than rows."""
+        of distinct values rather than rows. A feature with no value to fit is an InputError
+        naming ``where``."""
         enc = cls(schema)
         lazy = data.lazy()
         types = lazy.collect_schema()
@@ -180,7 +187,7 @@ class Encoder:
             if not enc.vocabs[name]:
                 floor = schema.feature(name).min_count
                 raise InputError(
-                    f"training data: feature {name!r} has no value"
+                    f"{where}: feature {name!r} has no value in the training rows"
                     + (f" seen min_count={floor} times" if floor > 1 else " (it is null in every row)")
                     + "; fill it, lower min_count or drop it from data.features"
                 )
@@ -190,7 +197,7 @@ class Encoder:
                 mean, std = row[f"{i}:mean"], row[f"{i}:std"]
                 if mean is None:
                     raise InputError(
-                        f"training data: numeric feature {f.name!r} has no finite value (null, NaN or "
+                        f"{where}: numeric feature {f.name!r} has no finite value in the training rows (null, NaN or "
                         f"inf in every row); fill it or drop it from data.features"
                     )
                 enc.scalers[f.name] = (float(mean), float(std) if std else 1.0)
