@@ -123,7 +123,24 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
     out = tmp_path / "run"
     _fails(
         ["train", str(config), "--out", str(out), "--quiet", "--set", "train.epochs=1"],
-        f"cannot write {out / 'model.safetensors'}: No space left on device; free disk space",
+        f"cannot write {out / 'model.safetensors'}: No space left on device; free disk space or choose another folder",
     )
     assert not (out / "model.safetensors").exists()
     assert not list(out.glob(".*.tmp"))
+
+
+def test_outputs_under_a_file_are_one_line(mlora_run: Path, tmp_path: Path) -> None:
+    """predict and evaluate name the output they cannot write."""
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    data = tmp_path / "rows.parquet"
+    click_table(rows=50).write_parquet(data)
+    target = blocker / "out.parquet"
+    _fails(
+        ["predict", str(mlora_run), str(data), "--out", str(target)],
+        f"cannot write {target}: {blocker} is a file, not a folder",
+    )
+    _fails(
+        ["evaluate", str(mlora_run), "--data", str(data), "--out", str(blocker / "m.json")],
+        f"cannot write {blocker / 'm.json'}: {blocker} is a file, not a folder",
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -19,18 +20,24 @@ def cache_dir() -> Path:
 
 
 def _unwritable(path: Path, err: OSError) -> InputError:
+    """The one-line error for a write the disk or the file system refused."""
+    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
+    if blocker is not None and blocker != path:
+        return InputError(f"cannot write {path}: {blocker} is a file, not a folder; choose another path")
     reason = err.strerror or type(err).__name__
-    return InputError(f"cannot write {path}: {reason}; free disk space or choose a writable folder")
+    full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    fix = "free disk space or choose another folder" if full else "choose a folder you can write"
+    return InputError(f"cannot write {path}: {reason}; {fix}")
 
 
-def make_dir(path: str | Path) -> Path:
+def make_dir(path: str | Path, target: str | Path | None = None) -> Path:
     """``mkdir -p``; a path that cannot be a folder (a file in the way, no permission, a full or
-    read-only disk) is an InputError."""
+    read-only disk) is an InputError naming ``target`` (default: the folder)."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise _unwritable(path, err) from None
+        raise _unwritable(Path(target or path), err) from None
     return path
 
 
@@ -42,7 +49,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     half-written; the disk errors are an InputError naming ``path``.
     """
     path = Path(path)
-    make_dir(path.parent)
+    make_dir(path.parent, target=path)
     tmp_path = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
