@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -93,11 +94,9 @@ def one_line(err: InputError) -> None:
     assert str(err) and "\n" not in str(err) and "Traceback" not in str(err)
 
 
-@FUZZ
-@given(text=tables())
-def test_any_csv_encodes_in_range_or_fails_in_one_line(text: str, tmp_path: Path) -> None:
-    path = tmp_path / "t.csv"
-    path.write_text(text, encoding="utf-8")
+def encodes_or_fails_in_one_line(path: Path) -> None:
+    """The user's path short of training, on the table at ``path``: check, split, fit, encode
+    every split, and encode the table again for scoring."""
     experiment = parse_experiment(table_config(path))
     try:
         data = prepare(experiment.data)
@@ -110,6 +109,69 @@ def test_any_csv_encodes_in_range_or_fails_in_one_line(text: str, tmp_path: Path
     except InputError as err:
         one_line(err)
         event(str(err).replace(str(path), "")[:90])
+
+
+@FUZZ
+@given(text=tables())
+def test_any_csv_encodes_in_range_or_fails_in_one_line(text: str, tmp_path: Path) -> None:
+    path = tmp_path / "t.csv"
+    path.write_text(text, encoding="utf-8")
+    encodes_or_fails_in_one_line(path)
+
+
+DTYPES = {  # a parquet column's type, and values of it (None among them)
+    "int": (pl.Int64, st.integers(-(2**63), 2**63 - 1)),
+    "float": (pl.Float64, st.floats(allow_nan=True, allow_infinity=True)),
+    "text": (pl.String, words),
+    "bool": (pl.Boolean, st.booleans()),
+    "null": (pl.Null, st.none()),
+    "text list": (pl.List(pl.String), st.lists(st.one_of(words, st.none()), max_size=5)),
+    "int list": (pl.List(pl.Int64), st.lists(st.one_of(st.integers(-5, 5), st.none()), max_size=5)),
+}
+
+
+SCALAR = ("int", "float", "text", "bool", "null")
+VALID = {  # the types each column's kind accepts
+    **dict.fromkeys(("user", "item", "category"), SCALAR),
+    "price": ("int", "float", "bool", "null"),
+    "tags": ("text", "text list", "int list", "null"),
+    "scene": ("text",),
+    "click": ("int",),
+}
+
+
+@st.composite
+def parquet_tables(draw: st.DrawFn) -> pl.DataFrame:
+    """Each column of any parquet type, its values of that type or null; half the tables keep
+    each column to a type its kind accepts, the label to 0/1 and the domain to two values, to get
+    past the checks."""
+    n = draw(st.integers(0, 60))
+    clean = draw(st.booleans())
+    columns = {}
+    for name in COLUMNS:
+        kind = draw(st.sampled_from(VALID.get(name, ()) if clean else sorted(DTYPES)))
+        dtype, values = DTYPES[kind]
+        if name == "click" and clean:
+            dtype, values = pl.Int64, st.sampled_from([0, 1])
+        elif name == "scene" and clean:
+            dtype, values = pl.String, st.sampled_from("ab")
+        cells = draw(
+            st.lists(
+                st.one_of(values, st.none()) if not clean or name != "click" else values,
+                min_size=n,
+                max_size=n,
+            )
+        )
+        columns[name] = pl.Series(name, cells, dtype=dtype)
+    return pl.DataFrame(columns)
+
+
+@FUZZ
+@given(frame=parquet_tables())
+def test_any_parquet_encodes_in_range_or_fails_in_one_line(frame: pl.DataFrame, tmp_path: Path) -> None:
+    path = tmp_path / "t.parquet"
+    frame.write_parquet(path)
+    encodes_or_fails_in_one_line(path)
 
 
 values = st.one_of(

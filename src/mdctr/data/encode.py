@@ -53,6 +53,8 @@ def _as_text(types: pl.Schema, name: str) -> pl.Expr:
 def _sequence_items(types: pl.Schema, name: str, sep: str) -> pl.Expr:
     if types[name] == pl.String:
         return pl.col(name).str.split(sep)
+    if types[name] == pl.Null:  # null in every row: empty sequences
+        return pl.col(name).cast(pl.List(pl.String))
     return _as_text(types, name)
 
 
