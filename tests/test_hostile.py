@@ -189,6 +189,13 @@ CASES = {
         rank=OK,
         adapt=OK,
     ),
+    "a sequence column entirely null": Case(
+        parquet(lambda t: t.with_columns(pl.lit(None, pl.Null).alias("tags"))),
+        OK,
+        train="{path}: feature 'tags' has no value in the training rows (it is null in every row)",
+        rank=OK,
+        adapt=OK,
+    ),
     "text in a numeric column": Case(
         csv(
             lambda t: t.with_columns(
