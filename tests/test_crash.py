@@ -144,3 +144,35 @@ def test_outputs_under_a_file_are_one_line(mlora_run: Path, tmp_path: Path) -> N
         ["evaluate", str(mlora_run), "--data", str(data), "--out", str(blocker / "m.json")],
         f"cannot write {blocker / 'm.json'}: {blocker} is a file, not a folder",
     )
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # noqa: ANN201
+    """A 256 KB tmpfs (root only: skipped where mounting is not allowed)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_really_full_disk_is_one_line(small_disk: Path, tmp_path: Path) -> None:
+    """Training into a disk too small for the run: one line naming the file, no partial file, and
+    every file already written loads."""
+    click_table(rows=20000, seed=5).write_parquet(tmp_path / "clicks.parquet")
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(table_config(tmp_path / "clicks.parquet", epochs=1)))
+    out = small_disk / "run"
+    result = runner.invoke(app, ["train", str(config), "--out", str(out), "--quiet"])
+    assert result.exit_code == 2, result.output
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith(f"error: cannot write {out}/"), line
+    assert line.endswith("No space left on device; free disk space or choose another folder"), line
+    assert not list(out.glob(".*.tmp"))
+    _every_file_loads(out)
