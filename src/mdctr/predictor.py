@@ -25,11 +25,6 @@ Backend = Literal["onnx", "torch"]
 CHUNK = 65536
 
 
-def weights_digest(run_dir: Path) -> str:
-    """SHA-256 of the run's best weights: ties an exported graph to the run it came from."""
-    return runs.file_digest(run_dir / BEST)
-
-
 def export_run(run: runs.Run, domain: str | None = None) -> Exported:
     """Export a loaded run to ONNX (merged for one domain when ``domain`` names one)."""
     encoder = run.encoder
@@ -46,7 +41,7 @@ def export_run(run: runs.Run, domain: str | None = None) -> Exported:
         "mdctr.run": run.experiment.name,
         "mdctr.model": f"{run.experiment.model.multidomain}@{run.experiment.model.backbone}",
         "mdctr.domain": "" if domain is None else domain,
-        "mdctr.weights_sha256": weights_digest(run.path),
+        "mdctr.weights_sha256": run.checksums[BEST],
     }
     return export_model(
         run.model,
@@ -100,7 +95,7 @@ class Predictor:
             props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         except Exception as err:  # noqa: BLE001 (onnx raises several unrelated types for a bad file)
             raise InputError(f"{path} is not an ONNX model ({type(err).__name__}); export it again") from None
-        if props.get("mdctr.weights_sha256") != weights_digest(self.run.path):
+        if props.get("mdctr.weights_sha256") != self.run.checksums[BEST]:
             raise InputError(f"{path} was not exported from {self.run.path}; export this run again")
         if props.get("mdctr.domain"):
             raise InputError(

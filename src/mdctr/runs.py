@@ -99,8 +99,9 @@ def write_checksums(run_dir: Path) -> None:
     write_json(run_dir / CHECKSUMS, {name: file_digest(run_dir / name) for name in CHECKED})
 
 
-def verify_checksums(run_dir: Path) -> None:
-    """Refuse a run whose config, vocabulary or weights changed after it was written."""
+def verify_checksums(run_dir: Path) -> dict[str, str]:
+    """Refuse a run whose config, vocabulary or weights changed after it was written; the
+    verified SHA-256 by file name."""
     path = run_dir / CHECKSUMS
     if not path.is_file():
         raise InputError(
@@ -118,16 +119,19 @@ def verify_checksums(run_dir: Path) -> None:
                 f"{run_dir / name} does not match its SHA-256 in {CHECKSUMS}: it changed after "
                 f"training; restore the run directory or train it again"
             )
+    return expected
 
 
 @dataclass
 class Run:
-    """A reloaded run: its experiment, encoder and model with the best weights."""
+    """A reloaded run: its experiment, encoder and model with the best weights, and the verified
+    SHA-256 of its files (``checksums[BEST]`` ties an exported graph to the weights)."""
 
     path: Path
     experiment: Experiment
     encoder: Encoder
     model: nn.Module
+    checksums: dict[str, str]
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -136,7 +140,7 @@ def load_run(run_dir: str | Path) -> Run:
     if not run_dir.is_dir():
         raise InputError(f"run directory {run_dir} not found; pass the --out folder of `mdctr train`")
     experiment = read_config(run_dir)
-    verify_checksums(run_dir)
+    checksums = verify_checksums(run_dir)
     if not (run_dir / VOCAB).is_file():
         raise InputError(f"{run_dir} is not a complete run (no {VOCAB}); train it again")
     encoder = Encoder.load(run_dir / VOCAB)
@@ -154,4 +158,4 @@ def load_run(run_dir: str | Path) -> Run:
             f"{run_dir / BEST} does not match the model in {CONFIG}; the run is damaged, train it again"
         ) from None
     model.eval()
-    return Run(run_dir, experiment, encoder, model)
+    return Run(run_dir, experiment, encoder, model, checksums)
