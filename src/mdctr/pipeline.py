@@ -18,7 +18,13 @@ import torch
 
 from mdctr import layout, runs
 from mdctr.config import DataConfig, Experiment
-from mdctr.data.cache import atomic_write, atomic_write_text, make_dir, remove_partial_writes
+from mdctr.data.cache import (
+    atomic_write,
+    atomic_write_text,
+    first_existing,
+    make_dir,
+    remove_partial_writes,
+)
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
 from mdctr.data.stream import SPLITS, ParquetStream, open_splits, streams
@@ -48,9 +54,7 @@ class TrainResult:
 
 def _check_writable(out: Path) -> None:
     """--out can become a folder this process writes in (checked before any data is read)."""
-    ancestor = out
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = first_existing(out)
     if not ancestor.is_dir():
         raise InputError(f"--out {out}: {ancestor} is a file, not a folder; choose another --out")
     if not os.access(ancestor, os.W_OK | os.X_OK):
@@ -64,7 +68,15 @@ def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: b
     checkpoint (or never started), starts it from the beginning in the same folder.
     """
     _check_writable(out)
-    if resume and (out / layout.CONFIG).is_file():
+    holds_files = out.exists() and any(out.iterdir())
+    if not resume:
+        if holds_files and not overwrite:
+            raise InputError(
+                f"{out} already holds files; choose another --out, add --overwrite, "
+                f"or --resume an interrupted run"
+            )
+        return False
+    if (out / layout.CONFIG).is_file():
         saved = runs.read_config(out)
         if saved.model_dump(exclude={"name"}) != experiment.model_dump(exclude={"name"}):
             raise InputError(
@@ -76,15 +88,9 @@ def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: b
             if removed:
                 log.info("removed %d partial files a killed run left in %s", removed, out)
             return True
-    if resume and out.exists() and any(out.iterdir()) and not (out / layout.CONFIG).is_file():
+    elif holds_files:
         raise InputError(f"{out} holds files but no run ({layout.CONFIG}); choose another --out")
-    if resume:
-        log.warning("%s holds no checkpoint to resume from: training from the beginning", out)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise InputError(
-            f"{out} already holds files; choose another --out, add --overwrite, "
-            f"or --resume an interrupted run"
-        )
+    log.warning("%s holds no checkpoint to resume from: training from the beginning", out)
     return False
 
 

@@ -19,10 +19,15 @@ def cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "mdctr"
 
 
+def first_existing(path: Path) -> Path:
+    """``path``, or its nearest ancestor that exists: where creating ``path`` would start."""
+    return next(p for p in [path, *path.parents] if p.exists())
+
+
 def _unwritable(path: Path, err: OSError) -> InputError:
     """The one-line error for a write the disk or the file system refused."""
-    blocker = next((p for p in [path, *path.parents] if p.exists() and not p.is_dir()), None)
-    if blocker is not None and blocker != path:
+    blocker = first_existing(path)
+    if blocker != path and not blocker.is_dir():
         return InputError(f"cannot write {path}: {blocker} is a file, not a folder; choose another path")
     reason = err.strerror or type(err).__name__
     full = err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
