@@ -85,9 +85,10 @@ def uncompressed_bytes(files: Sequence[Path]) -> int:
     return total
 
 
-def check_labels(files: Sequence[Path], schema: Schema) -> None:
-    """Every label of every file is 0 or 1, read in one streamed pass over the label columns; the
-    first file with a missing or other value is named."""
+def check_labels(files: Sequence[Path], schema: Schema, split: str) -> None:
+    """Every label of every file of one split is 0 or 1, and a training or validation split
+    holds both classes (``check_classes``), read in one streamed pass over the label columns;
+    the first file with a missing or other value is named."""
     name = "file"
     while name in schema.columns:
         name = f"_{name}"
@@ -98,13 +99,16 @@ def check_labels(files: Sequence[Path], schema: Schema) -> None:
         .head(1)
         for c in schema.labels
     ]
-    for label, found in zip(schema.labels, pl.collect_all(bad, engine="streaming"), strict=True):
+    *found_bad, bounds = pl.collect_all([*bad, label_bounds(scan, schema)], engine="streaming")
+    for label, found in zip(schema.labels, found_bad, strict=True):
         if found.height:
             value = found["value"][0]
             raise InputError(
                 f"{found[name][0]}: label column {label!r} holds {value if value is not None else 'a missing value'}; "
                 f"every label must be 0 or 1"
             )
+    if split in ("train", "valid"):
+        check_classes(bounds, schema, split, str(files[0].parent))
 
 
 class ParquetStream:
@@ -232,12 +236,6 @@ def open_splits(cfg: DataConfig, schema: Schema, splits: Sequence[str] = SPLITS)
     paths = {"train": cfg.path, "valid": cfg.valid_path, "test": cfg.test_path}
     files = {split: parquet_files(paths[split]) for split in splits}
     pieces = {split: survey(f, schema) for split, f in files.items()}
-    for split_files in files.values():  # a split's files share their types (survey); splits may differ
-        check_labels(split_files, schema)
-    named = [s for s in ("train", "valid") if s in files]
-    bounds = pl.collect_all(
-        [label_bounds(pl.scan_parquet(files[s]), schema) for s in named], engine="streaming"
-    )
-    for split, found in zip(named, bounds, strict=True):
-        check_classes(found, schema, split, str(files[split][0].parent))
+    for split, split_files in files.items():  # a split's files share their types (survey); splits may differ
+        check_labels(split_files, schema, split)
     return Splits(schema, files, pieces)
