@@ -155,13 +155,17 @@ ABUSE = {
 }
 
 
+def with_raw_field(field: str, value: str) -> bytes:
+    """A request of one good row whose ``field`` holds ``value`` as raw JSON text."""
+    row = json.dumps({k: v for k, v in rows(1)[0].items() if k != field})
+    return f'{{"candidates": [{row[:-1]}, "{field}": {value}}}]}}'.encode()
+
+
 @pytest.mark.parametrize("name", sorted(ABUSE))
 def test_abusive_requests_are_refused_with_a_4xx_never_a_500(client: TestClient, name: str) -> None:
     body, kind = ABUSE[name]
     if body is None:  # one field of a good row replaced by raw JSON
-        field, value = kind.split("=", 1)
-        row = json.dumps({k: v for k, v in rows(1)[0].items() if k != field})
-        body, kind = f'{{"candidates": [{row[:-1]}, "{field}": {value}}}]}}'.encode(), "application/json"
+        body, kind = with_raw_field(*kind.split("=", 1)), "application/json"
     response = client.post("/predict", content=body, headers={"content-type": kind})
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:300])
     assert "detail" in response.json()
@@ -180,9 +184,9 @@ def test_abusive_requests_are_refused_with_a_4xx_never_a_500(client: TestClient,
 def test_non_finite_numbers_and_huge_values_are_scored_as_missing(
     client: TestClient, field: str, value: str
 ) -> None:
-    row = json.dumps({k: v for k, v in rows(1)[0].items() if k != field})
-    body = f'{{"candidates": [{row[:-1]}, "{field}": {value}}}]}}'.encode()
-    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    response = client.post(
+        "/predict", content=with_raw_field(field, value), headers={"content-type": "application/json"}
+    )
     assert response.status_code == 200, response.text
     assert 0 < json.loads(response.text)["scores"][0] < 1
 
