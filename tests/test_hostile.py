@@ -274,7 +274,7 @@ def invoke(command: str, path: Path, tmp: Path, run: Path) -> tuple[list[str], P
     return ["predict", str(run), str(path), "--out", str(target)], target
 
 
-def check_success(command: str, written: Path, path: Path) -> None:
+def check_success(command: str, written: Path) -> None:
     assert written.exists(), command
     if command == "predict":
         scores = pl.read_parquet(written)["score"].to_numpy()
@@ -301,7 +301,7 @@ def test_hostile_table(name: str, command: str, mlora_run: Path, tmp_path: Path)
     expected = case.outcome(command)
     if expected is None:
         assert result.exit_code == 0, result.output
-        check_success(command, written, path)
+        check_success(command, written)
         return
     assert result.exit_code == 2, result.output
     lines = result.stderr.strip().splitlines()
