@@ -16,6 +16,7 @@ from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData
 from mdctr.data.table import check_classes, check_table, domain_key, label_bounds, read_table, split
 from mdctr.errors import InputError
+from mdctr.grow import grow_state
 from mdctr.metrics import evaluate
 from mdctr.models.mlora import MLoRA
 from mdctr.models.protocols import Stage
@@ -27,20 +28,6 @@ from mdctr.weights import save_tensors
 log = logging.getLogger(__name__)
 
 MIN_ROWS = 10  # of the new domain: a train and a validation part with both labels
-
-
-def grow_state(old: dict[str, torch.Tensor], new_model: nn.Module) -> None:
-    """Load a D-domain state into a (D+1)-domain model: tensors that grew along dim 0 keep their
-    old rows first (the new rows keep the new model's initialisation); the rest load as they are."""
-    state = new_model.state_dict()
-    for key, value in old.items():
-        target = state[key]
-        if target.shape == value.shape:
-            target.copy_(value)
-        elif target.shape[1:] == value.shape[1:] and target.shape[0] > value.shape[0]:
-            target[: value.shape[0]].copy_(value)
-        else:
-            raise RuntimeError(f"cannot grow {key}: {tuple(value.shape)} -> {tuple(target.shape)}")
 
 
 def _only_row(param: nn.Parameter, row: int) -> None:
@@ -103,8 +90,7 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(encoder.input_spec(), run.experiment.model)
-        with torch.no_grad():
-            grow_state(run.model.state_dict(), model)
+        grow_state(run.model.state_dict(), model, run.encoder.input_spec(), encoder.input_spec())
         make_dir(out)
         stage = _new_domain_stage(model, len(run.encoder.domains))
         torch.manual_seed(cfg.seed)

@@ -9,13 +9,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import torch
 import typer
 from rich.console import Console
 
 from mdctr.errors import InputError
+
+if TYPE_CHECKING:
+    from mdctr.config import Experiment
 
 app = typer.Typer(
     add_completion=False,
@@ -86,6 +89,7 @@ def data_synth(
     a time), with an experiment file that streams them."""
     import yaml
 
+    from mdctr.config import data_section
     from mdctr.data.cache import atomic_write_text
     from mdctr.data.synthetic import SCHEMA, SyntheticSpec, write_split
 
@@ -98,11 +102,7 @@ def data_synth(
         files = write_split(spec, out, split, n, shard_rows, row_group)
         console.print(f"{split}: {n:,} rows in {len(files)} files under {out / split}")
     data = {"path": str(out / "train"), "valid_path": str(out / "valid"), "test_path": str(out / "test")}
-    data |= {k: v for k, v in SCHEMA.to_dict().items() if k in ("domain", "user", "oracle")}
-    data |= {
-        "label": SCHEMA.label,
-        "features": [f.model_dump(exclude_defaults=True) for f in SCHEMA.features],
-    }
+    data |= data_section(SCHEMA)
     config = {"name": f"synthetic-{rows}", "data": {**data, "streaming": True}}
     atomic_write_text(out / "experiment.yaml", yaml.safe_dump(config, sort_keys=False))
     console.print(f"experiment: {out / 'experiment.yaml'}")
@@ -155,13 +155,23 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue an interrupted run in --out")] = False,
     overwrite: Annotated[bool, typer.Option(help="replace an existing run in --out")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+    init: Annotated[
+        Path | None, typer.Option(help="continue this run on the config's data (an incremental update)")
+    ] = None,
 ) -> None:
     """Train an experiment; writes the run directory and prints the per-domain table."""
     from mdctr.config import load_experiment
+
+    experiment = load_experiment(config, tuple(set_ or ()))
+    _train(experiment, out, resume, overwrite, quiet, init)
+
+
+def _train(
+    experiment: Experiment, out: Path | None, resume: bool, overwrite: bool, quiet: bool, init: Path | None
+) -> None:
     from mdctr.pipeline import train_experiment
     from mdctr.report import domain_table
 
-    experiment = load_experiment(config, tuple(set_ or ()))
     _setup(experiment.train.threads, quiet)
     result = train_experiment(
         experiment,
@@ -169,9 +179,38 @@ def train(
         resume=resume,
         overwrite=overwrite,
         progress=not quiet,
+        init=init,
     )
     console.print(domain_table(result.metrics, f"{experiment.name} (test)"))
     console.print(f"run directory: {result.run_dir}")
+
+
+@app.command()
+@user_errors
+def update(
+    run: Annotated[Path, typer.Argument(help="the run to continue (it is only read)")],
+    data: Annotated[Path, typer.Option(help="the new labelled rows (parquet/CSV file or folder)")],
+    out: Annotated[Path, typer.Option(help="the new run directory")],
+    valid: Annotated[Path | None, typer.Option(help="validation rows; default: split from --data")] = None,
+    test: Annotated[Path | None, typer.Option(help="test rows; give with --valid")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
+    resume: Annotated[bool, typer.Option(help="continue an interrupted update in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Continue a run on new data (e.g. a day's log): its config with data.path = --data, its
+    vocabularies grown, weights and optimizer state carried over, its lineage recorded."""
+    from mdctr.config import update_experiment
+    from mdctr.data.encode import Encoder
+    from mdctr.layout import VOCAB
+    from mdctr.runs import read_config
+
+    if not (run / VOCAB).is_file():
+        read_config(run)  # says what is wrong with a folder that is no run
+        raise InputError(f"{run} is not a complete run (no {VOCAB}); train it again")
+    experiment = update_experiment(
+        read_config(run), Encoder.load(run / VOCAB).schema, data, valid, test, tuple(set_ or ())
+    )
+    _train(experiment, out, resume, False, quiet, run)
 
 
 @app.command(name="evaluate")

@@ -366,6 +366,40 @@ def _explain(err: ValidationError, where: str) -> str:
     return f"{where}: {loc}: {msg}" if loc else f"{where}: {msg}"
 
 
+def data_section(schema: Schema) -> dict[str, Any]:
+    """The ``data`` keys that declare a table's columns as ``schema`` reads them."""
+    return {
+        "label": schema.label if len(schema.labels) == 1 else list(schema.labels),
+        "domain": schema.domain[0] if len(schema.domain) == 1 else list(schema.domain),
+        "user": schema.user,
+        "oracle": schema.oracle,
+        "features": [f.model_dump(mode="json", exclude_defaults=True) for f in schema.features],
+    }
+
+
+def update_experiment(
+    parent: Experiment,
+    schema: Schema,
+    data: str | Path,
+    valid: str | Path | None = None,
+    test: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+) -> Experiment:
+    """The experiment of an update: the parent's, reading ``data`` (split as the parent's
+    ``data.split`` says, or ``valid`` and ``test``) with the parent's columns."""
+    tree = parent.to_dict()
+    tree["name"] = f"{parent.name}+{Path(data).stem}"
+    tree["data"] |= {
+        "task": None,
+        "rows": None,
+        "path": str(data),
+        "valid_path": None if valid is None else str(valid),
+        "test_path": None if test is None else str(test),
+        **data_section(schema),
+    }
+    return parse_experiment(apply_overrides(tree, overrides), where=f"the update of {parent.name}")
+
+
 def parse_experiment(tree: dict[str, Any], where: str = "config") -> Experiment:
     """Validate a raw mapping; any problem becomes one InputError line."""
     try:

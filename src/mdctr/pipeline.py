@@ -30,12 +30,13 @@ from mdctr.data.loader import TensorData
 from mdctr.data.stream import SPLITS, ParquetStream, open_splits, streams
 from mdctr.data.table import prepare, read_table, schema_of
 from mdctr.errors import InputError
+from mdctr.grow import grow_state, grown, row_maps
 from mdctr.metrics import evaluate
 from mdctr.models.protocols import adapter_parameters
 from mdctr.nn.embedding import FieldEmbedding
 from mdctr.registry import build_model
 from mdctr.report import markdown, plot_curves, plot_domains
-from mdctr.train import Scores, Source, Trainer, TrainState, predict, score
+from mdctr.train import Scores, Source, Trainer, TrainState, WarmStart, predict, score
 
 log = logging.getLogger(__name__)
 
@@ -101,17 +102,25 @@ def train_experiment(
     overwrite: bool = False,
     progress: bool = False,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
+    init: str | Path | None = None,
 ) -> TrainResult:
     """Check and encode the data, train, evaluate on the test split and write the run directory.
 
     Nothing is written before the data and config have been checked. Seeded by
     ``train.seed`` inside (torch's generator is restored afterwards): the same seed gives the
-    same run.
+    same run. ``init``: a parent run to continue from (an incremental update): its vocabularies
+    grow by the new data's values, its weights and optimizer state carry over, and the run
+    records its lineage; the parent is only read.
     """
     out = Path(out)
+    parent = _parent(Path(init), experiment, out) if init is not None else None
     resume = _claim_run_dir(out, experiment, resume, overwrite)
     start = time.perf_counter()
-    encoder, train, valid, test = _sources(experiment.data, out / layout.VOCAB if resume else None)
+    encoder, train, valid, test = _sources(
+        experiment.data,
+        out / layout.VOCAB if resume else None,
+        parent.encoder if parent is not None and not resume else None,
+    )
     preprocess_s = time.perf_counter() - start
     log.info(
         "data: %d train, %d valid, %d test rows, %d domains, %s in %.1f s",
@@ -128,6 +137,7 @@ def train_experiment(
         model = build_model(encoder.input_spec(), experiment.model)
         params = sum(p.numel() for p in model.parameters())
         trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
+        warm = _warm_start(parent, model, encoder) if parent is not None and not resume else None
         if not resume:
             if out.exists():  # --overwrite, or --resume of a run killed before its first checkpoint
                 shutil.rmtree(out)
@@ -135,7 +145,7 @@ def train_experiment(
             runs.write_config(out, experiment)
             encoder.save(out / layout.VOCAB)
             torch.manual_seed(seed)  # training draws (dropout) from the seed too, not from after init
-        state = trainer.fit(train, valid, resume=resume)
+        state = trainer.fit(train, valid, resume=resume, warm=warm)
 
     metrics = metrics_of(score(model, test, experiment.train.eval_batch_size), encoder)
     rates = [h["samples_per_s"] for h in state.history]
@@ -146,7 +156,10 @@ def train_experiment(
         "epochs_run": state.epoch,
         "best_epoch": state.best_epoch,
         "train_samples_per_s": round(float(np.median(rates)), 1) if rates else None,
+        "train_s": round(sum(h["seconds"] for h in state.history), 3),
     }
+    if parent is not None:
+        info |= _lineage(parent, encoder)
     _write_results(out, experiment.name, metrics, state.history, info)
     selection = selected_features(model, encoder)
     if selection is not None:
@@ -156,15 +169,75 @@ def train_experiment(
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 
 
-def _sources(cfg: DataConfig, vocab: Path | None) -> tuple[Encoder, Source, Source, Source]:
+def _parent(init: Path, experiment: Experiment, out: Path) -> runs.Run:
+    """The run an update continues from, checked against the update's config."""
+    if out.resolve() == init.resolve():
+        raise InputError(
+            f"--out {out} is the --init run; an update writes a new run and leaves its parent as it is"
+        )
+    parent = runs.load_run(init)
+    if parent.experiment.model != experiment.model:
+        raise InputError(
+            f"the model section differs from {init / layout.CONFIG}; an update keeps its parent's model "
+            f"(train.* may change), or train a new run without --init"
+        )
+    new, old = schema_of(experiment.data), parent.encoder.schema
+    for what, a, b in (
+        ("data.label", new.labels, old.labels),
+        ("data.domain", new.domain, old.domain),
+        ("data.features", new.features, old.features),
+    ):
+        if a != b:
+            shown = (lambda x: [f.name for f in x]) if what == "data.features" else list
+            raise InputError(
+                f"{what} {shown(a)} differs from the --init run's {shown(b)} ({init / layout.VOCAB}); "
+                f"an update reads the same columns as its parent"
+            )
+    return parent
+
+
+def _warm_start(parent: runs.Run, model: torch.nn.Module, encoder: Encoder) -> WarmStart:
+    """Load the parent's weights into the grown model; how its optimizer state grows alike."""
+    old_spec, new_spec = parent.encoder.input_spec(), encoder.input_spec()
+    grow_state(parent.model.state_dict(), model, old_spec, new_spec)
+    maps = row_maps(model, old_spec, new_spec)
+    return WarmStart(parent.path / layout.CHECKPOINT, lambda key, old, new: grown(key, old, new, maps))
+
+
+def _lineage(parent: runs.Run, encoder: Encoder) -> dict:
+    """run.json's record of where an update came from: the parent, its own ancestors, what grew."""
+    info_path = parent.path / layout.INFO
+    ancestors = json.loads(info_path.read_text()).get("lineage", []) if info_path.is_file() else []
+    link = {
+        "run": str(parent.path.resolve()),
+        "name": parent.experiment.name,
+        "model_sha256": parent.checksums[layout.BEST],
+    }
+    old = parent.encoder
+    return {
+        "parent": link,
+        "lineage": [*ancestors, link],
+        "grown": {
+            "values": {k: len(v) - len(old.vocabs[k]) for k, v in encoder.vocabs.items()},
+            "domains": encoder.domains[len(old.domains) :],
+        },
+    }
+
+
+def _sources(
+    cfg: DataConfig, vocab: Path | None, parent: Encoder | None = None
+) -> tuple[Encoder, Source, Source, Source]:
     """The fitted (or, resuming, saved) encoder and the train, valid and test rows: encoded in
-    memory, or parquet streams (``data.streaming``)."""
+    memory, or parquet streams (``data.streaming``). With a ``parent`` encoder, the fitted one
+    only adds to the parent's vocabularies and domains."""
 
     def encoder_for(fit: Callable[[], Encoder]) -> Encoder:
         if vocab is not None:
             return Encoder.load(vocab)
         fitted = fit()
-        return fitted.restricted(read_selection(cfg.keep)) if cfg.keep is not None else fitted
+        if cfg.keep is not None:
+            fitted = fitted.restricted(read_selection(cfg.keep))
+        return parent.extended(fitted) if parent is not None else fitted
 
     if streams(cfg):
         splits = open_splits(cfg, schema_of(cfg))

@@ -27,7 +27,7 @@ from mdctr.models.ple import PLE, ExtractionLevel
 from mdctr.models.separate import Separate
 from mdctr.models.shared_bottom import SharedBottom
 from mdctr.models.star import STAR
-from mdctr.nn.embedding import FeatureGate, FieldEmbedding
+from mdctr.nn.embedding import FeatureGate, FieldEmbedding, fused_rows
 from mdctr.nn.mlp import GroupedMLP, MLPLayers
 
 
@@ -39,8 +39,7 @@ def embedding(
     e, search = cfg.embedding, cfg.optfs
     gate = None
     if search.search and not first_order:
-        rows = sum(size for i, size in enumerate(spec.categorical) if spec.table_of(i) == i)
-        gate = FeatureGate(max(rows, 1), search.init, search.l1, search.final_temperature)
+        gate = FeatureGate(max(fused_rows(spec), 1), search.init, search.l1, search.final_temperature)
     return FieldEmbedding(
         spec,
         1 if first_order else cfg.embedding_dim,

@@ -71,6 +71,15 @@ class TrainState:
 
 
 @dataclass(frozen=True)
+class WarmStart:
+    """A parent run to continue from: its checkpoint (for the optimizer state) and how its
+    tensors grow into this model, ``grow(name, old, new_template)``."""
+
+    checkpoint: Path | None
+    grow: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
 class Scores:
     """A model's probabilities for every row of a source, in order, with what evaluation needs:
     prob (N,) or (N, tasks); labels (N, tasks) or None; domain (N,); user, oracle (N,) or None."""
@@ -216,12 +225,24 @@ class Trainer:
             optimizers.append(sparse_optimizer(sparse, cfg.sparse.optimizer, cfg.sparse.lr or cfg.lr))
         self.optimizer = Optimizers(optimizers)
 
-    def fit(self, train: Source, valid: Source, resume: bool = False) -> TrainState:
-        """Run the recipe's stages; the model ends with its best validation weights."""
+    def fit(
+        self, train: Source, valid: Source, resume: bool = False, warm: WarmStart | None = None
+    ) -> TrainState:
+        """Run the recipe's stages; the model ends with its best validation weights.
+
+        ``warm``: the model holds a parent run's (grown) weights; the parent's optimizer state
+        carries over (``carry_optimizer``) and the starting weights compete for best as epoch 0,
+        so an update never ends worse on its validation rows than its parent started.
+        """
         if resume:
             self._load_checkpoint()
         else:
             self._start_stage(self.stages[0])
+            if warm is not None:
+                if warm.checkpoint is not None and warm.checkpoint.is_file():
+                    carried = self.carry_optimizer(warm.checkpoint, warm.grow)
+                    log.info("optimizer state carried over for %d parameters", carried)
+                self._score_start(valid)
         while True:
             state, stage = self.state, self.stages[self.state.stage]
             epochs, _ = self._limits(stage)
@@ -236,6 +257,60 @@ class Trainer:
         if self._best is not None:
             self.model.load_state_dict(self._best)
         return self.state
+
+    def _score_start(self, valid: Source) -> None:
+        """The starting weights as the best so far (epoch 0)."""
+        scores = score(self.model, valid, self.cfg.eval_batch_size)
+        state = self.state
+        if self._parts:
+            state.domain_best = [
+                auc(scores.label[scores.domain == d], scores.main[scores.domain == d])
+                for d in range(len(self._parts))
+            ]
+            state.domain_best = [-math.inf if math.isnan(a) else a for a in state.domain_best]
+            state.domain_bad = [0] * len(self._parts)
+        state.best_auc, state.best_epoch, state.best_stage = auc(scores.label, scores.main), 0, "start"
+        self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        log.info("starting weights: valid AUC %.4f", state.best_auc)
+        if self.run_dir is not None:
+            save_tensors(self.run_dir / BEST, self._best)
+
+    def carry_optimizer(
+        self, checkpoint: Path, grow: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
+    ) -> int:
+        """Take the optimizer state of a parent run's checkpoint, matched by parameter name and
+        grown as ``grow(name, old, new_template)`` grows the weights (new rows: zero state); the
+        number of parameters that found their state. Parameters the parent's last stage did not
+        train, and every parameter of a checkpoint from before mdctr 0.3, start fresh."""
+        tensors, metadata = load_tensors(checkpoint)
+        if "param_names" not in metadata:
+            return 0
+        names = json.loads(metadata["param_names"])
+        slots: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, i, pid, name = key.split(".", 3)
+                slots.setdefault(names[int(i)][int(pid)], {})[name] = value
+        params, carried = dict(self.model.named_parameters()), 0
+        for optimizer, own in zip(self.optimizer.optimizers, self._param_names(), strict=True):
+            for name in own:
+                if name not in slots:
+                    continue
+                param = params[name]
+                template = {param.dim(): torch.zeros_like(param), 1: param.new_zeros(param.shape[0])}
+                optimizer.state[param] = {
+                    slot: value.clone() if value.dim() == 0 else grow(name, value, template[value.dim()])
+                    for slot, value in slots[name].items()
+                }
+                carried += 1
+        return carried
+
+    def _param_names(self) -> list[list[str]]:
+        """Each optimizer's parameters by state-dict name, in its state's order."""
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [
+            [names[id(p)] for g in o.param_groups for p in g["params"]] for o in self.optimizer.optimizers
+        ]
 
     def _next_stage(self) -> None:
         state = self.state
@@ -375,6 +450,7 @@ class Trainer:
         metadata = {
             "state": json.dumps(asdict(self.state)),
             "param_groups": json.dumps([o["param_groups"] for o in optims]),
+            "param_names": json.dumps(self._param_names()),
         }
         save_tensors(self.run_dir / CHECKPOINT, tensors, metadata)
 
@@ -400,7 +476,7 @@ class Trainer:
                     if value.shape == param.shape and value.stride() != param.stride():
                         state[name] = torch.empty_like(param).copy_(value)
         torch.set_rng_state(tensors["rng.torch"])
-        if self.state.best_epoch > 0:
+        if self.state.best_epoch >= 0:
             self._best, _ = load_tensors(self.run_dir / BEST)
         patience = self._limits(self.stages[self.state.stage])[1]
         for part, bad in zip(self._parts.values(), self.state.domain_bad, strict=False):

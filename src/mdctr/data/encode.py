@@ -219,6 +219,21 @@ class Encoder:
         }
         return Encoder(self.schema, vocabs, dict(self.scalers), list(self.domains))
 
+    def extended(self, newer: Encoder) -> Encoder:
+        """This encoder grown by what ``newer`` (fitted on new rows, same schema) has and it lacks:
+        new values appended to each vocabulary (up to its ``max_vocab``; the rest stay OOV) and new
+        domains after the old ones, so every old id and domain keeps its number. The numeric
+        scalers stay this encoder's: the model was trained on inputs they scaled."""
+        vocabs = {}
+        for name, old in self.vocabs.items():
+            known = set(old)
+            added = [v for v in newer.vocabs[name] if v not in known]
+            cap = self.schema.feature(name).max_vocab
+            vocabs[name] = [*old, *(added if cap is None else added[: max(cap - len(old), 0)])]
+        known_domains = set(self.domains)
+        domains = [*self.domains, *(d for d in newer.domains if d not in known_domains)]
+        return Encoder(self.schema, vocabs, dict(self.scalers), domains)
+
     def _ids(self, name: str, expr: pl.Expr) -> pl.Expr:
         """Text of feature ``name`` -> id (position in its vocabulary + 2); unknown values and
         nulls become null, which the callers fill with OOV."""

@@ -79,6 +79,21 @@ class FeatureGate(nn.Module):
         return self.logit.detach() > 0
 
 
+def fused_starts(spec: InputSpec) -> list[int]:
+    """Each categorical feature's first row in the fused table (a feature reading another's
+    vocabulary owns no rows: its start is where the next owner's rows begin)."""
+    starts, row = [], 0
+    for f, size in enumerate(spec.categorical):
+        starts.append(row)
+        row += size if spec.table_of(f) == f else 0
+    return starts
+
+
+def fused_rows(spec: InputSpec) -> int:
+    """Rows of the fused categorical table: the sum of the owned vocabularies."""
+    return sum(size for f, size in enumerate(spec.categorical) if spec.table_of(f) == f)
+
+
 class FieldEmbedding(nn.Module):
     """Embeds a Batch into fields (B, n_fields, dim).
 
@@ -114,14 +129,12 @@ class FieldEmbedding(nn.Module):
         owner = [spec.table_of(i) for i in range(n + m)]
         if kind != "table" and owner[:n] != list(range(n)):
             raise ValueError("categorical features sharing a vocabulary need embedding kind 'table'")
-        own = [size if owner[f] == f else 0 for f, size in enumerate(spec.categorical)]
-        sizes = torch.tensor((0, *own), dtype=torch.long)
-        starts = torch.cumsum(sizes, 0)[:-1].tolist()
+        starts = fused_starts(spec)
         # every id feature's first row in the fused table (a sequence's only when a categorical owns it)
         firsts = [starts[o] if o < n else 0 for o in owner]
         self.register_buffer("offsets", torch.tensor(firsts[:n], dtype=torch.long), persistent=False)
         if kind == "table":
-            self.categorical = nn.Embedding(max(int(sizes.sum()), 1), dim)
+            self.categorical = nn.Embedding(max(fused_rows(spec), 1), dim)
             self.hash = None
         else:
             if buckets < 1:
