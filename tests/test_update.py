@@ -297,3 +297,38 @@ def test_a_streamed_update_matches_the_in_memory_one(days: Path) -> None:
         assert result.exit_code == 0, result.output
         runs[streaming] = load_run(out)
     assert runs[True].encoder.to_dict() == runs[False].encoder.to_dict()
+
+
+def test_an_adapter_update_changes_the_adapters_alone(days: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["update", str(days / "r1"), "--data", str(days / "day2.parquet"), "--out", str(days / "a")]
+        + [
+            "--set",
+            "train.recipe=adapters",
+            "--set",
+            "train.epochs=1",
+            "--set",
+            "train.keep_parent=false",
+            "--quiet",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    parent, child = load_run(days / "r1"), load_run(days / "a")
+    adapters = {
+        n for n, p in child.model.named_parameters() if any(p is a for a in child.model.adapter_parameters())
+    }
+    old = parent.model.state_dict()
+    maps = row_maps(child.model, parent.encoder.input_spec(), child.encoder.input_spec())
+    changed = set()
+    for key, value in child.model.state_dict().items():
+        if grown(key, old[key], value, maps).ne(value).any():
+            changed.add(key)
+    assert changed and changed <= adapters
+
+
+def test_the_adapter_recipe_needs_adapters(days: Path) -> None:
+    tree = table_config(days / "day1.parquet", epochs=1, recipe="adapters")
+    (days / "plain.yaml").write_text(yaml.safe_dump(tree))
+    result = runner.invoke(app, ["train", str(days / "plain.yaml"), "--out", str(days / "p")])
+    assert result.exit_code == 2 and "train.recipe 'adapters' needs a model with adapters" in result.output

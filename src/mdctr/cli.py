@@ -108,6 +108,44 @@ def data_synth(
     console.print(f"experiment: {out / 'experiment.yaml'}")
 
 
+@data_app.command("periods")
+@user_errors
+def data_periods(
+    table: Annotated[str, typer.Argument(help="parquet/CSV table, or a task name (e.g. ml1m-gender)")],
+    out: Annotated[Path, typer.Option(help="folder for period-NNN.parquet and periods.json")],
+    time: Annotated[
+        str, typer.Option(help="column with each event's time (Unix seconds or dates)")
+    ] = "timestamp",
+    periods: Annotated[int | None, typer.Option(min=2, help="this many periods of about equal rows")] = None,
+    every: Annotated[str | None, typer.Option(help="calendar periods instead: 1d, 1w, 1mo, ...")] = None,
+) -> None:
+    """Cut a log into consecutive periods for daily updates and replay; for a task, also write
+    an experiment that trains on the first period (then `mdctr update` each next one)."""
+    import yaml
+
+    from mdctr.config import data_section
+    from mdctr.data.cache import atomic_write_text
+    from mdctr.data.periods import cut, summary
+    from mdctr.data.table import read_table
+    from mdctr.data.tasks import TASKS
+    from mdctr.runs import write_json
+
+    _setup()
+    task = TASKS.get(table)
+    frame = task.load(None) if task is not None else read_table(table)
+    written = cut(frame, time, out, periods, every, where=table)
+    write_json(out / "periods.json", summary(written))
+    for p in written:
+        console.print(f"{Path(p.path).name}: {p.rows:,} rows, {p.start} .. {p.end}", highlight=False)
+    if task is not None:
+        config = {
+            "name": f"{table}-period-000",
+            "data": {"path": written[0].path, **data_section(task.schema)},
+        }
+        atomic_write_text(out / "experiment.yaml", yaml.safe_dump(config, sort_keys=False))
+        console.print(f"experiment on the first period: {out / 'experiment.yaml'}")
+
+
 @features_app.command("rank")
 @user_errors
 def features_rank(

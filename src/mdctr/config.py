@@ -299,9 +299,18 @@ class TrainConfig(_Frozen):
     weight_decay: float = Field(0.0, ge=0)
     patience: int = Field(2, ge=1)
     seed: int = 2024
-    recipe: Literal["joint", "two_stage"] = "joint"
+    recipe: Literal["joint", "two_stage", "adapters"] = Field(
+        "joint",
+        description="joint: every parameter; two_stage: the model's stages in order (MLoRA: shared, then "
+        "adapters); adapters: the adapters alone, as they are (an update of an adapted run)",
+    )
     adapter: AdapterTrainConfig = AdapterTrainConfig()
     sparse: SparseConfig = SparseConfig()
+    keep_parent: bool = Field(
+        True,
+        description="an update (--init): the parent's weights count as epoch 0, kept when no epoch beats "
+        "them on the validation rows",
+    )
     threads: int | None = Field(None, ge=1, description="torch threads; default: all cores")
     checkpoint_every: int | None = Field(
         None, ge=1, description="also checkpoint every this many steps (mid-epoch resume); default: per epoch"

@@ -1,6 +1,6 @@
 """The training loop: Adam, early stopping on validation AUC, best weights restored,
 recipes (``joint``; ``two_stage``: the model's stages in order, each kept only if it beats
-the best so far), an atomic checkpoint per epoch (and every ``checkpoint_every`` steps), and
+the best so far; ``adapters``: an adapted model's adapters alone, for updates), an atomic checkpoint per epoch (and every ``checkpoint_every`` steps), and
 resume, mid-epoch too, to the same result."""
 
 from __future__ import annotations
@@ -178,8 +178,9 @@ class Trainer:
         try:
             self.stages = list(stages) if stages is not None else stages_for(model, cfg.recipe)
         except ValueError:
+            what = "adapters" if cfg.recipe == "adapters" else "training stages"
             raise InputError(
-                f"train.recipe {cfg.recipe!r} needs a model with training stages (e.g. model.multidomain: "
+                f"train.recipe {cfg.recipe!r} needs a model with {what} (e.g. model.multidomain: "
                 f"mlora); {type(model).__name__} has none, use recipe: joint"
             ) from None
         self.state = TrainState()
@@ -231,8 +232,8 @@ class Trainer:
         """Run the recipe's stages; the model ends with its best validation weights.
 
         ``warm``: the model holds a parent run's (grown) weights; the parent's optimizer state
-        carries over (``carry_optimizer``) and the starting weights compete for best as epoch 0,
-        so an update never ends worse on its validation rows than its parent started.
+        carries over (``carry_optimizer``) and, with ``keep_parent``, the starting weights compete
+        for best as epoch 0, so an update never ends worse on its validation rows than its parent.
         """
         if resume:
             self._load_checkpoint()
@@ -242,7 +243,8 @@ class Trainer:
                 if warm.checkpoint is not None and warm.checkpoint.is_file():
                     carried = self.carry_optimizer(warm.checkpoint, warm.grow)
                     log.info("optimizer state carried over for %d parameters", carried)
-                self._score_start(valid)
+                if self.cfg.keep_parent:
+                    self._score_start(valid)
         while True:
             state, stage = self.state, self.stages[self.state.stage]
             epochs, _ = self._limits(stage)

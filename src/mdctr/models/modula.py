@@ -84,6 +84,9 @@ class MoDULA(nn.Module):
     def adapter_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self._layers() for p in layer.adapter_parameters()]
 
+    def set_adapters(self, enabled: bool) -> None:
+        self._mode(enabled, True)
+
     def _universal_parameters(self) -> list[nn.Parameter]:
         return [p for layer in self._layers() for p in (layer.universal_A, layer.universal_B)]
 

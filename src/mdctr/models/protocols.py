@@ -7,7 +7,8 @@ any of its submodules, for the per-batch hooks) may be:
   the objective;
 - ``Progressive``: ``set_progress(fraction)``, told how far training is (0 to 1) before each
   epoch, for continuation schedules;
-- ``Adapted``: ``adapter_parameters()``, trained with the adapter learning rate and weight decay;
+- ``Adapted``: ``adapter_parameters()``, trained with the adapter learning rate and weight decay,
+  and ``set_adapters(enabled)``; ``recipe: adapters`` trains them alone;
 - ``Staged``: ``training_stages()``, the stages of ``recipe: two_stage``;
 - ``DomainParts``: ``domain_parts()``, independent per-domain parts, early-stopped one by one.
 """
@@ -46,6 +47,8 @@ class Progressive(Protocol):
 class Adapted(Protocol):
     def adapter_parameters(self) -> list[nn.Parameter]: ...
 
+    def set_adapters(self, enabled: bool) -> None: ...
+
 
 @runtime_checkable
 class Staged(Protocol):
@@ -73,10 +76,24 @@ def joint_stage(model: nn.Module) -> Stage:
     return Stage("joint", lambda: list(model.parameters()), lambda: None, adapter=False)
 
 
+def adapter_stage(model: nn.Module) -> Stage:
+    """The adapters alone, as they are (no re-initialisation), the rest frozen: an update that
+    keeps the shared network of an adapted model fixed."""
+    if not adapter_parameters(model):
+        raise ValueError(f"model {type(model).__name__} has no adapters")
+
+    def enter() -> None:
+        model.set_adapters(True)  # type: ignore[operator]
+
+    return Stage("adapters", lambda: adapter_parameters(model), enter)
+
+
 def stages_for(model: nn.Module, recipe: str) -> list[Stage]:
     """The stages a recipe runs on a model."""
     if recipe == "joint":
         return [joint_stage(model)]
+    if recipe == "adapters":
+        return [adapter_stage(model)]
     if not isinstance(model, Staged):
         raise ValueError(f"model {type(model).__name__} has no training stages for recipe {recipe!r}")
     return list(model.training_stages())
