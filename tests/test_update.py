@@ -4,7 +4,6 @@ and optimizer state carry over, lineage is recorded, and a bad update leaves its
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import polars as pl
@@ -18,7 +17,7 @@ from mdctr.cli import app
 from mdctr.config import ModelConfig, parse_experiment
 from mdctr.data.batch import Batch
 from mdctr.data.encode import Encoder
-from mdctr.data.schema import Feature, InputSpec, Schema
+from mdctr.data.schema import Feature, Schema
 from mdctr.grow import grow_state, grown, row_maps
 from mdctr.models.modula import ModulaLinear
 from mdctr.nn.lora import DomainLoRALinear
@@ -31,26 +30,65 @@ from .conftest import click_table, table_config
 
 runner = CliRunner()
 
-# categorical 0 and 2 own tables, 1 reads 0's vocabulary, the sequence has a table of its own
-OLD = InputSpec(categorical=(20, 20, 30), sequence=(10,), numeric=1, domains=3, owner=(0, 0, 2, 3))
-NEW = InputSpec(categorical=(27, 27, 41), sequence=(16,), numeric=1, domains=4, owner=(0, 0, 2, 3))
+SCHEMA = Schema(  # c1 reads c0's vocabulary; the sequence has a table of its own
+    features=(
+        Feature(name="c0"),
+        Feature(name="c1", vocab="c0"),
+        Feature(name="c2"),
+        Feature(name="s", kind="sequence", max_len=4),
+        Feature(name="x", kind="numeric"),
+    ),
+    domain=("d",),
+    labels=("y",),
+)
 CFG = dict(
     hidden=(16, 8), tower=(8,), dropout=0.0, embedding_init_std=0.1, mmoe={"experts": 3}, lora={"reduce": 4}
 )
 
 
-def old_rows(n: int = 200) -> Batch:
-    """Rows whose every id and domain the old spec knows, unseen domain (3) included."""
+def encoders(shuffled: bool = False, shared: bool = True) -> tuple[Encoder, Encoder]:
+    """An encoder and its growth: 7, 11 and 6 new values, a fourth domain; ``shuffled``: the
+    new vocabularies hold the values in another order (as a CTNet target grown onto a source)."""
+    schema = (
+        SCHEMA
+        if shared
+        else SCHEMA.model_copy(
+            update={"features": (*SCHEMA.features[:1], Feature(name="c1"), *SCHEMA.features[2:])}
+        )
+    )
+    sizes, grow = {"c0": 18, "c1": 18, "c2": 28, "s": 8}, {"c0": 7, "c1": 7, "c2": 11, "s": 6}
+    names = [v for v in sizes if schema.feature(v).vocabulary == v]
+    old = {v: [f"{v}-{i}" for i in range(sizes[v])] for v in names}
+    new = {v: old[v] + [f"{v}-{i}" for i in range(sizes[v], sizes[v] + grow[v])] for v in names}
+    if shuffled:
+        new = {v: values[::-1] for v, values in new.items()}
+    scalers = {"x": (0.0, 1.0)}
+    return Encoder(schema, old, scalers, ["p", "q", "r"]), Encoder(schema, new, scalers, ["p", "q", "r", "s"])
+
+
+def old_rows(old: Encoder, n: int = 200) -> Batch:
+    """Rows whose every id and domain the old encoder knows, unseen domain (3) included."""
     g = torch.Generator().manual_seed(5)
-    ids = torch.randint(1, 20, (n,), generator=g)
+    spec = old.input_spec()
     return Batch(
-        torch.stack(
-            [ids, torch.randint(1, 20, (n,), generator=g), torch.randint(1, 30, (n,), generator=g)], 1
-        ),
-        (torch.randint(0, 10, (n, 4), generator=g),),
+        torch.stack([torch.randint(1, size, (n,), generator=g) for size in spec.categorical], 1),
+        (torch.randint(0, spec.sequence[0], (n, 4), generator=g),),
         torch.randn(n, 1, generator=g),
         torch.randint(0, 4, (n,), generator=g),
     )
+
+
+def in_new_ids(rows: Batch, old: Encoder, new: Encoder) -> Batch:
+    """The same rows with every id as the new encoder numbers its value."""
+
+    def ids(name: str, column: torch.Tensor) -> torch.Tensor:
+        vocab = old.schema.feature(name).vocabulary
+        where = {v: i for i, v in enumerate(new.vocabs[vocab], 2)}
+        table = torch.tensor([0, 1, *(where[v] for v in old.vocabs[vocab])])
+        return table[column]
+
+    sparse = torch.stack([ids(name, rows.sparse[:, f]) for f, name in enumerate(old.categorical)], 1)
+    return Batch(sparse, (ids("s", rows.sequences[0]),), rows.dense, rows.domain)
 
 
 def trained_like(model: torch.nn.Module) -> torch.nn.Module:
@@ -72,29 +110,31 @@ CASES = (
     + [
         ("mlora", "dnn", {"optfs": {"search": True}}),
         ("none", "dnn", {"embedding": {"kind": "hashed", "buckets": 50}}),
+        ("none", "dnn", {"shuffled": True}),
+        ("mlora", "dnn", {"shuffled": True}),
     ]
 )
 
 
 @pytest.mark.parametrize(("multidomain", "backbone", "extra"), CASES, ids=lambda v: str(v) if v else "")
-def test_growing_keeps_every_old_score_bit_identical(multidomain: str, backbone: str, extra: dict) -> None:
+def test_growing_keeps_every_old_row_and_score(multidomain: str, backbone: str, extra: dict) -> None:
+    extra = dict(extra)
+    shuffled = extra.pop("shuffled", False)
     cfg = ModelConfig(multidomain=multidomain, backbone=backbone, **(CFG | extra))
-    old, new = (
-        (OLD, NEW) if cfg.embedding.kind == "table" else (replace(OLD, owner=()), replace(NEW, owner=()))
-    )
+    old, new = encoders(shuffled, shared=cfg.embedding.kind == "table")
     torch.manual_seed(0)
-    parent = trained_like(build_model(old, cfg))
+    parent = trained_like(build_model(old.input_spec(), cfg))
     torch.manual_seed(1)
-    child = build_model(new, cfg).eval()
+    child = build_model(new.input_spec(), cfg).eval()
     grow_state(parent.state_dict(), child, old, new)
     maps = row_maps(child, old, new)
     for key, value in parent.state_dict().items():  # every old row, bit for bit
         target = child.state_dict()[key]
-        for a, b, n in maps.get(key, ((0, 0, value.shape[0] if value.dim() else 1),)):
-            assert torch.equal(
-                target[b : b + n] if value.dim() else target, value[a : a + n] if value.dim() else value
-            ), key
-    rows = old_rows()
+        if key in maps:
+            assert torch.equal(target[maps[key][1]], value[maps[key][0]]), key
+        else:
+            assert torch.equal(target[: value.shape[0]] if value.dim() else target, value), key
+    rows = old_rows(old)
     known, unseen = rows.index(rows.domain < 3), rows.index(rows.domain == 3)
     with torch.no_grad():
         # grouped towers run one matmul over all domains: its shape grew, so the last bits may move
@@ -103,47 +143,57 @@ def test_growing_keeps_every_old_score_bit_identical(multidomain: str, backbone:
             if multidomain in ("none", "mlora")
             else lambda a, b: torch.allclose(a, b, rtol=1e-5, atol=1e-7)
         )
-        assert same(parent(known), child(known))
+        assert same(parent(known), child(in_new_ids(known, old, new)))
         if multidomain in STARTS_AS_UNSEEN:
             # a new domain starts as the parent's prediction for a domain it had not seen
-            assert same(parent(unseen), child(unseen))
+            assert same(parent(unseen), child(in_new_ids(unseen, old, new)))
 
 
 def test_fused_rows_move_with_their_feature_and_new_rows_keep_the_initialisation() -> None:
     cfg = ModelConfig(**CFG)
+    old_encoder, new_encoder = encoders()
     torch.manual_seed(0)
-    parent, child = build_model(OLD, cfg), build_model(NEW, cfg)
+    parent, child = build_model(old_encoder.input_spec(), cfg), build_model(new_encoder.input_spec(), cfg)
     fresh = child.state_dict()["embedding.categorical.weight"].clone()
-    grow_state(parent.state_dict(), child, OLD, NEW)
+    grow_state(parent.state_dict(), child, old_encoder, new_encoder)
     old, new = (
         parent.state_dict()["embedding.categorical.weight"],
         child.state_dict()["embedding.categorical.weight"],
-    )
-    assert row_maps(child, OLD, NEW)["embedding.categorical.weight"] == ((0, 0, 20), (20, 27, 30))
+    )  # rows: c0 (PAD, OOV, 18 values) then c2 (30 rows); c0 grows by 7
     assert torch.equal(new[:20], old[:20]) and torch.equal(new[27:57], old[20:50])
     assert torch.equal(new[20:27], fresh[20:27]) and torch.equal(new[57:], fresh[57:])
-    fewer = InputSpec((20,), (10,), 1, 3)
+    other = Encoder(SCHEMA.model_copy(update={"features": SCHEMA.features[:3]}), {}, {}, [])
     with pytest.raises(ValueError, match="only their vocabularies may grow"):
-        grow_state(parent.state_dict(), build_model(fewer, cfg), OLD, fewer)
+        row_maps(child, old_encoder, other)
+    fewer_domains = Encoder(SCHEMA, new_encoder.vocabs, new_encoder.scalers, ["q", "p", "r", "s"])
+    with pytest.raises(ValueError, match="must come first"):
+        row_maps(child, old_encoder, fewer_domains)
+    plain_old, plain_shuffled = encoders(shared=False)[0], encoders(shuffled=True, shared=False)[1]
+    hashed = build_model(
+        plain_old.input_spec(), ModelConfig(**CFG, embedding={"kind": "unified", "buckets": 9})
+    )
+    with pytest.raises(ValueError, match="grow only by appending"):
+        row_maps(hashed, plain_old, plain_shuffled)
 
 
 def test_optimizer_state_carries_over_grown_like_the_weights(tmp_path: Path) -> None:
     experiment = parse_experiment(table_config(tmp_path / "unused.parquet", epochs=1))
     cfg = ModelConfig(**CFG)
+    old, new = encoders()
     torch.manual_seed(0)
-    parent = build_model(OLD, cfg)
+    parent = build_model(old.input_spec(), cfg)
     trainer = Trainer(parent, experiment.train, tmp_path)
     trainer._start_stage(trainer.stages[0])
-    batch = old_rows(64)
+    batch = old_rows(old, 64)
     batch.labels = torch.ones(64, 1)
     for _ in range(3):
         trainer.optimizer.zero_grad()
         trainer.objective(parent(batch), batch.labels).backward()
         trainer.optimizer.step()
     trainer._save_checkpoint()
-    child = build_model(NEW, cfg)
-    grow_state(parent.state_dict(), child, OLD, NEW)
-    maps = row_maps(child, OLD, NEW)
+    child = build_model(new.input_spec(), cfg)
+    grow_state(parent.state_dict(), child, old, new)
+    maps = row_maps(child, old, new)
     update = Trainer(child, experiment.train, None)
     update._start_stage(update.stages[0])
     carried = update.carry_optimizer(tmp_path / layout.CHECKPOINT, lambda k, o, n: grown(k, o, n, maps))
@@ -319,7 +369,7 @@ def test_an_adapter_update_changes_the_adapters_alone(days: Path) -> None:
         n for n, p in child.model.named_parameters() if any(p is a for a in child.model.adapter_parameters())
     }
     old = parent.model.state_dict()
-    maps = row_maps(child.model, parent.encoder.input_spec(), child.encoder.input_spec())
+    maps = row_maps(child.model, parent.encoder, child.encoder)
     changed = set()
     for key, value in child.model.state_dict().items():
         if grown(key, old[key], value, maps).ne(value).any():

@@ -90,7 +90,7 @@ def add_domain(run_dir: str | Path, domain: str, data_path: str | Path, out: str
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = build_model(encoder.input_spec(), run.experiment.model)
-        grow_state(run.model.state_dict(), model, run.encoder.input_spec(), encoder.input_spec())
+        grow_state(run.model.state_dict(), model, run.encoder, encoder)
         make_dir(out)
         stage = _new_domain_stage(model, len(run.encoder.domains))
         torch.manual_seed(cfg.seed)

@@ -196,16 +196,25 @@ def train(
     init: Annotated[
         Path | None, typer.Option(help="continue this run on the config's data (an incremental update)")
     ] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="model.transfer ctnet: the run whose model is the frozen source")
+    ] = None,
 ) -> None:
     """Train an experiment; writes the run directory and prints the per-domain table."""
     from mdctr.config import load_experiment
 
     experiment = load_experiment(config, tuple(set_ or ()))
-    _train(experiment, out, resume, overwrite, quiet, init)
+    _train(experiment, out, resume, overwrite, quiet, init, source)
 
 
 def _train(
-    experiment: Experiment, out: Path | None, resume: bool, overwrite: bool, quiet: bool, init: Path | None
+    experiment: Experiment,
+    out: Path | None,
+    resume: bool,
+    overwrite: bool,
+    quiet: bool,
+    init: Path | None,
+    source: Path | None = None,
 ) -> None:
     from mdctr.pipeline import train_experiment
     from mdctr.report import domain_table
@@ -218,6 +227,7 @@ def _train(
         overwrite=overwrite,
         progress=not quiet,
         init=init,
+        source=source,
     )
     console.print(domain_table(result.metrics, f"{experiment.name} (test)"))
     console.print(f"run directory: {result.run_dir}")
@@ -232,11 +242,15 @@ def update(
     valid: Annotated[Path | None, typer.Option(help="validation rows; default: split from --data")] = None,
     test: Annotated[Path | None, typer.Option(help="test rows; give with --valid")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
+    source: Annotated[
+        Path | None, typer.Option(help="CTNet: transfer from this run's model, frozen (sets model.transfer)")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue an interrupted update in --out")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Continue a run on new data (e.g. a day's log): its config with data.path = --data, its
-    vocabularies grown, weights and optimizer state carried over, its lineage recorded."""
+    vocabularies grown, weights and optimizer state carried over, its lineage recorded. With
+    --source, the run becomes (or stays) the target tower of a CTNet over that source."""
     from mdctr.config import update_experiment
     from mdctr.data.encode import Encoder
     from mdctr.layout import VOCAB
@@ -245,10 +259,11 @@ def update(
     if not (run / VOCAB).is_file():
         read_config(run)  # says what is wrong with a folder that is no run
         raise InputError(f"{run} is not a complete run (no {VOCAB}); train it again")
+    overrides = (*(["model.transfer=ctnet"] if source is not None else []), *(set_ or ()))
     experiment = update_experiment(
-        read_config(run), Encoder.load(run / VOCAB).schema, data, valid, test, tuple(set_ or ())
+        read_config(run), Encoder.load(run / VOCAB).schema, data, valid, test, overrides
     )
-    _train(experiment, out, resume, False, quiet, run)
+    _train(experiment, out, resume, False, quiet, run, source)
 
 
 @app.command(name="evaluate")

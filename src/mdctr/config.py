@@ -225,6 +225,11 @@ class ModelConfig(_Frozen):
     ple: PLEConfig = PLEConfig()
     dadnn: DADNNConfig = DADNNConfig()
     tower: tuple[int, ...] = Field((64,), description="per-domain tower MLP of the multi-domain models")
+    transfer: Literal["none", "ctnet"] = Field(
+        "none",
+        description="ctnet: the model above as a target tower beside a frozen copy from a source run "
+        "(--source), joined by adapters (continual transfer)",
+    )
 
     @model_validator(mode="after")
     def _gates_need_tables(self) -> ModelConfig:

@@ -32,6 +32,7 @@ from mdctr.data.table import prepare, read_table, schema_of
 from mdctr.errors import InputError
 from mdctr.grow import grow_state, grown, row_maps
 from mdctr.metrics import evaluate
+from mdctr.models.ctnet import CTNet
 from mdctr.models.protocols import adapter_parameters
 from mdctr.nn.embedding import FieldEmbedding
 from mdctr.registry import build_model
@@ -103,6 +104,7 @@ def train_experiment(
     progress: bool = False,
     callbacks: Sequence[Callable[[TrainState], None]] = (),
     init: str | Path | None = None,
+    source: str | Path | None = None,
 ) -> TrainResult:
     """Check and encode the data, train, evaluate on the test split and write the run directory.
 
@@ -110,16 +112,20 @@ def train_experiment(
     ``train.seed`` inside (torch's generator is restored afterwards): the same seed gives the
     same run. ``init``: a parent run to continue from (an incremental update): its vocabularies
     grow by the new data's values, its weights and optimizer state carry over, and the run
-    records its lineage; the parent is only read.
+    records its lineage; the parent is only read. ``source``: for ``model.transfer: ctnet``, the
+    run whose model becomes the frozen source tower (the parent, if any, gives the target tower).
     """
     out = Path(out)
-    parent = _parent(Path(init), experiment, out) if init is not None else None
+    parent, source_run = _related(experiment, out, init, source)
     resume = _claim_run_dir(out, experiment, resume, overwrite)
     start = time.perf_counter()
+    base = None  # what the new data's values and domains are added to
+    if source_run is not None:  # a CTNet: the source's encoding, with the target's values too
+        base = source_run.encoder.extended(parent.encoder) if parent is not None else source_run.encoder
+    elif parent is not None:
+        base = parent.encoder
     encoder, train, valid, test = _sources(
-        experiment.data,
-        out / layout.VOCAB if resume else None,
-        parent.encoder if parent is not None and not resume else None,
+        experiment.data, out / layout.VOCAB if resume else None, base if not resume else None
     )
     preprocess_s = time.perf_counter() - start
     log.info(
@@ -137,7 +143,7 @@ def train_experiment(
         model = build_model(encoder.input_spec(), experiment.model)
         params = sum(p.numel() for p in model.parameters())
         trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
-        warm = _warm_start(parent, model, encoder) if parent is not None and not resume else None
+        warm = _warm_start(model, encoder, parent, source_run) if base is not None and not resume else None
         if not resume:
             if out.exists():  # --overwrite, or --resume of a run killed before its first checkpoint
                 shutil.rmtree(out)
@@ -160,6 +166,8 @@ def train_experiment(
     }
     if parent is not None:
         info |= _lineage(parent, encoder)
+    if source_run is not None:
+        info["source"] = _link(source_run)
     _write_results(out, experiment.name, metrics, state.history, info)
     selection = selected_features(model, encoder)
     if selection is not None:
@@ -169,19 +177,8 @@ def train_experiment(
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 
 
-def _parent(init: Path, experiment: Experiment, out: Path) -> runs.Run:
-    """The run an update continues from, checked against the update's config."""
-    if out.resolve() == init.resolve():
-        raise InputError(
-            f"--out {out} is the --init run; an update writes a new run and leaves its parent as it is"
-        )
-    parent = runs.load_run(init)
-    if parent.experiment.model != experiment.model:
-        raise InputError(
-            f"the model section differs from {init / layout.CONFIG}; an update keeps its parent's model "
-            f"(train.* may change), or train a new run without --init"
-        )
-    new, old = schema_of(experiment.data), parent.encoder.schema
+def _same_columns(experiment: Experiment, run: runs.Run, option: str) -> None:
+    new, old = schema_of(experiment.data), run.encoder.schema
     for what, a, b in (
         ("data.label", new.labels, old.labels),
         ("data.domain", new.domain, old.domain),
@@ -190,30 +187,90 @@ def _parent(init: Path, experiment: Experiment, out: Path) -> runs.Run:
         if a != b:
             shown = (lambda x: [f.name for f in x]) if what == "data.features" else list
             raise InputError(
-                f"{what} {shown(a)} differs from the --init run's {shown(b)} ({init / layout.VOCAB}); "
+                f"{what} {shown(a)} differs from the {option} run's {shown(b)} ({run.path / layout.VOCAB}); "
                 f"an update reads the same columns as its parent"
             )
-    return parent
 
 
-def _warm_start(parent: runs.Run, model: torch.nn.Module, encoder: Encoder) -> WarmStart:
-    """Load the parent's weights into the grown model; how its optimizer state grows alike."""
-    old_spec, new_spec = parent.encoder.input_spec(), encoder.input_spec()
-    grow_state(parent.model.state_dict(), model, old_spec, new_spec)
-    maps = row_maps(model, old_spec, new_spec)
+def _related(
+    experiment: Experiment, out: Path, init: str | Path | None, source: str | Path | None
+) -> tuple[runs.Run | None, runs.Run | None]:
+    """The runs an update continues from (``--init``) and transfers from (``--source``),
+    checked against the update's config; each is only read."""
+    model = experiment.model
+    ctnet = model.transfer == "ctnet"
+    if ctnet != (source is not None):
+        raise InputError(
+            "model.transfer: ctnet needs --source RUN (the run whose model becomes the frozen source tower)"
+            if ctnet
+            else "--source is for model.transfer: ctnet; set it, or leave --source out"
+        )
+    found: list[runs.Run | None] = []
+    for path, option in ((init, "--init"), (source, "--source")):
+        if path is None:
+            found.append(None)
+            continue
+        if out.resolve() == Path(path).resolve():
+            raise InputError(
+                f"--out {out} is the {option} run; an update writes a new run and leaves it as it is"
+            )
+        run = runs.load_run(path)
+        # a plain run may become the target (or be the source) of a CTNet: compare the towers
+        expected = model.model_copy(update={"transfer": "none"}) if option == "--source" else model
+        if run.experiment.model not in (expected, model.model_copy(update={"transfer": "none"})):
+            raise InputError(
+                f"the model section differs from {Path(path) / layout.CONFIG}; an update keeps its "
+                f"{option} run's model (train.* may change), or train a new run without {option}"
+            )
+        _same_columns(experiment, run, option)
+        found.append(run)
+    parent, source_run = found
+    if parent is not None and source_run is not None and not source_run.encoder.fits(parent.encoder):
+        raise InputError(
+            f"{parent.path} and {source_run.path} encode differently (numeric scalers, or domains in "
+            f"another order); a CTNet target must come from the source's lineage (e.g. start it from an "
+            f"earlier source run)"
+        )
+    return parent, source_run
+
+
+def _warm_start(
+    model: torch.nn.Module, encoder: Encoder, parent: runs.Run | None, source: runs.Run | None
+) -> WarmStart:
+    """Load the parent's (and for a CTNet the source's) weights into the grown model; how the
+    parent's optimizer state grows alike."""
+    try:
+        if isinstance(model, CTNet):
+            assert source is not None
+            grow_state(source.model.state_dict(), model.source, source.encoder, encoder)
+            if parent is None:
+                return WarmStart(None)
+            tower = parent.model.target if isinstance(parent.model, CTNet) else parent.model
+            grow_state(tower.state_dict(), model.target, parent.encoder, encoder)
+            if isinstance(parent.model, CTNet):
+                model.adapters.load_state_dict(parent.model.adapters.state_dict())
+        else:
+            assert parent is not None
+            grow_state(parent.model.state_dict(), model, parent.encoder, encoder)
+        maps = row_maps(model, parent.encoder, encoder)
+    except ValueError as err:
+        raise InputError(f"cannot continue {parent.path if parent else source.path}: {err}") from None
     return WarmStart(parent.path / layout.CHECKPOINT, lambda key, old, new: grown(key, old, new, maps))
+
+
+def _link(run: runs.Run) -> dict:
+    return {
+        "run": str(run.path.resolve()),
+        "name": run.experiment.name,
+        "model_sha256": run.checksums[layout.BEST],
+    }
 
 
 def _lineage(parent: runs.Run, encoder: Encoder) -> dict:
     """run.json's record of where an update came from: the parent, its own ancestors, what grew."""
     info_path = parent.path / layout.INFO
     ancestors = json.loads(info_path.read_text()).get("lineage", []) if info_path.is_file() else []
-    link = {
-        "run": str(parent.path.resolve()),
-        "name": parent.experiment.name,
-        "model_sha256": parent.checksums[layout.BEST],
-    }
-    old = parent.encoder
+    link, old = _link(parent), parent.encoder
     return {
         "parent": link,
         "lineage": [*ancestors, link],

@@ -12,6 +12,7 @@ from mdctr.data.schema import InputSpec
 from mdctr.errors import InputError
 from mdctr.models.autoint import AutoInt
 from mdctr.models.common import BodyMaker, Experts, MixtureOfExperts
+from mdctr.models.ctnet import CTNet
 from mdctr.models.dadnn import DADNN
 from mdctr.models.dcnv2 import DCNv2
 from mdctr.models.deepfm import DeepFM
@@ -223,18 +224,25 @@ NO_NETWORK = frozenset({"lr", "fm"})
 
 def build_model(spec: InputSpec, cfg: ModelConfig) -> nn.Module:
     """The model a config names: its backbone, made multi-domain by ``cfg.multidomain``, its
-    dense layers initialised as ``cfg.dense_init`` says."""
+    dense layers initialised as ``cfg.dense_init`` says; with ``transfer: ctnet``, that model as
+    the target tower of a CTNet beside a source tower of the same shape."""
     if spec.tasks > 1 and (cfg.multidomain != "none" or cfg.backbone in NO_NETWORK):
         raise InputError(
             f"the data has {spec.tasks} labels, and model.multidomain {cfg.multidomain!r} with "
             f"model.backbone {cfg.backbone!r} predicts one; give one data.label, or train a deep "
             "backbone with model.multidomain: none (one head per task over a shared network)"
         )
-    model = MULTIDOMAIN[cfg.multidomain](spec, cfg)
-    if cfg.dense_init == "xavier_normal":
-        for module in model.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_normal_(module.weight)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+
+    def initialised(model: nn.Module) -> nn.Module:
+        if cfg.dense_init == "xavier_normal":
+            for module in model.modules():
+                if isinstance(module, nn.Linear):
+                    nn.init.xavier_normal_(module.weight)
+                    if module.bias is not None:
+                        nn.init.zeros_(module.bias)
+        return model
+
+    model = initialised(MULTIDOMAIN[cfg.multidomain](spec, cfg))
+    if cfg.transfer == "ctnet":  # the target tower is the model above; its adapters start at zero
+        return CTNet(initialised(MULTIDOMAIN[cfg.multidomain](spec, cfg)), model)
     return model

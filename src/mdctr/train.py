@@ -76,7 +76,7 @@ class WarmStart:
     tensors grow into this model, ``grow(name, old, new_template)``."""
 
     checkpoint: Path | None
-    grow: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor]
+    grow: Callable[[str, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ class Trainer:
         else:
             self._start_stage(self.stages[0])
             if warm is not None:
-                if warm.checkpoint is not None and warm.checkpoint.is_file():
+                if warm.checkpoint is not None and warm.grow is not None and warm.checkpoint.is_file():
                     carried = self.carry_optimizer(warm.checkpoint, warm.grow)
                     log.info("optimizer state carried over for %d parameters", carried)
                 if self.cfg.keep_parent:

@@ -234,6 +234,12 @@ class Encoder:
         domains = [*self.domains, *(d for d in newer.domains if d not in known_domains)]
         return Encoder(self.schema, vocabs, dict(self.scalers), domains)
 
+    def fits(self, other: Encoder) -> bool:
+        """Whether ``other``'s model can grow into this encoding: the same schema and scalers, and
+        one encoder's domains the other's first ones (its values may sit anywhere)."""
+        short, long = sorted((self.domains, other.domains), key=len)
+        return self.schema == other.schema and self.scalers == other.scalers and long[: len(short)] == short
+
     def _ids(self, name: str, expr: pl.Expr) -> pl.Expr:
         """Text of feature ``name`` -> id (position in its vocabulary + 2); unknown values and
         nulls become null, which the callers fill with OOV."""

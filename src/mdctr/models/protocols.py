@@ -10,7 +10,8 @@ any of its submodules, for the per-batch hooks) may be:
 - ``Adapted``: ``adapter_parameters()``, trained with the adapter learning rate and weight decay,
   and ``set_adapters(enabled)``; ``recipe: adapters`` trains them alone;
 - ``Staged``: ``training_stages()``, the stages of ``recipe: two_stage``;
-- ``DomainParts``: ``domain_parts()``, independent per-domain parts, early-stopped one by one.
+- ``DomainParts``: ``domain_parts()``, independent per-domain parts, early-stopped one by one;
+- ``Frozen``: ``frozen_parameters()``, a part no recipe trains (CTNet's source tower).
 """
 
 from __future__ import annotations
@@ -60,6 +61,11 @@ class DomainParts(Protocol):
     def domain_parts(self) -> list[nn.Module]: ...
 
 
+@runtime_checkable
+class Frozen(Protocol):
+    def frozen_parameters(self) -> list[nn.Parameter]: ...
+
+
 def adapter_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The model's adapter parameters (empty for a model without adapters)."""
     return list(model.adapter_parameters()) if isinstance(model, Adapted) else []
@@ -72,8 +78,11 @@ def shared_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 def joint_stage(model: nn.Module) -> Stage:
-    """Everything at once."""
-    return Stage("joint", lambda: list(model.parameters()), lambda: None, adapter=False)
+    """Everything at once (but a model's frozen part)."""
+    frozen = {id(p) for p in model.frozen_parameters()} if isinstance(model, Frozen) else set()
+    return Stage(
+        "joint", lambda: [p for p in model.parameters() if id(p) not in frozen], lambda: None, adapter=False
+    )
 
 
 def adapter_stage(model: nn.Module) -> Stage:
