@@ -191,44 +191,23 @@ def run_seed(
             experiment(f"full-{k}", task, str(cumulative), f["hold"], test, **plain), out("full_retrain")
         )
         made["full_retrain"].append(full)
-        if k == 0:
-            for s in ("finetune",):  # period 0: the same run as full retrain's, and its cost
-                shutil.copytree(full, out(s))
-                chains[s].cost.append(dict(chains["full_retrain"].cost[-1]))
-            mlora = {"multidomain": "mlora"}
-            chains["adapters"].run(
-                experiment(
-                    f"adapters-{k}",
-                    task,
-                    f["train"],
-                    f["hold"],
-                    test,
-                    seed=seed,
-                    model=mlora,
-                    train_cfg={**quick, "recipe": "two_stage"},
-                ),
-                out("adapters"),
-            )
+        if k == 0:  # fine-tune starts from full retrain's period-0 run (and its cost)
+            shutil.copytree(full, out("finetune"))
+            chains["finetune"].cost.append(dict(chains["full_retrain"].cost[-1]))
         else:
             chains["finetune"].run(
                 experiment(f"finetune-{k}", task, f["train"], f["hold"], test, **plain),
                 out("finetune"),
                 init=made["finetune"][-1],
             )
-            chains["adapters"].run(
-                experiment(
-                    f"adapters-{k}",
-                    task,
-                    f["train"],
-                    f["hold"],
-                    test,
-                    seed=seed,
-                    model={"multidomain": "mlora"},
-                    train_cfg={**quick, "recipe": "adapters"},
-                ),
-                out("adapters"),
-                init=made["adapters"][-1],
-            )
+        adapters = {**quick, "recipe": "two_stage" if k == 0 else "adapters"}  # MLoRA, then its adapters
+        chains["adapters"].run(
+            experiment(
+                f"adapters-{k}", task, f["train"], f["hold"], test, seed, {"multidomain": "mlora"}, adapters
+            ),
+            out("adapters"),
+            init=made["adapters"][-1] if k else None,
+        )
         made["finetune"].append(out("finetune"))
         made["adapters"].append(out("adapters"))
         # CTNet: the target domain's model over the source (the finetune chain's run of this period)

@@ -282,6 +282,21 @@ def test_update_grows_the_run_and_records_its_lineage(days: Path) -> None:
     assert first["grown"]["domains"] == ["d2"] and first["grown"]["values"]["user"] > 0
 
 
+def test_an_update_with_nothing_new_changes_nothing(days: Path) -> None:
+    """The parent's own rows again, with steps too small to move a weight: every file that scores
+    is the parent's, bit for bit."""
+    args = ["--data", str(days / "day1.parquet"), "--set", "train.epochs=1", "--set", "train.lr=1e-12"]
+    result = runner.invoke(app, ["update", str(days / "r1"), *args, "--out", str(days / "same"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    parent, child = load_run(days / "r1"), load_run(days / "same")
+    assert child.encoder.to_dict() == parent.encoder.to_dict()
+    assert child.checksums[layout.BEST] == parent.checksums[layout.BEST]
+    assert json.loads((days / "same" / layout.METRICS).read_text()) == json.loads(
+        (days / "r1" / layout.METRICS).read_text()
+    )
+    assert json.loads((days / "same" / layout.INFO).read_text())["best_epoch"] == 0
+
+
 def test_update_ends_no_worse_on_its_validation_rows_than_its_parent_started(days: Path, caplog) -> None:
     experiment = parse_experiment(
         table_config(days / "day2.parquet", epochs=1, lr=1.0)
