@@ -16,6 +16,7 @@ Strategies, each a chain of mdctr runs (BENCHMARKS.md settings for every trainin
   grown, weights and Adam state carried over, the parent's weights kept when no epoch beats them);
 - ``adapters``: an MLoRA run (two-stage on period 0), then ``recipe: adapters`` updates: the shared
   network and embeddings stay, the domain adapters learn the new period;
+- ``adapters_tables``: the same with ``train.adapter.tables``: the embedding tables learn too;
 - ``ctnet``: the source is the finetune chain (all domains); the target domain's model is a CTNet
   over it (``mdctr update --source``), its target tower starting from the period-0 model, updated
   on the target domain's rows only. The target domain is scored by the CTNet, the others by the
@@ -57,7 +58,7 @@ from mdctr.runs import load_run  # noqa: E402
 from mdctr.train import predict  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
-STRATEGIES = ("full_retrain", "finetune", "adapters", "ctnet")
+STRATEGIES = ("full_retrain", "finetune", "adapters", "adapters_tables", "ctnet")
 MODEL = {"backbone": "dnn", "embedding_dim": 16, "hidden": [256, 128, 64], "dropout": 0.2}
 TRAIN = {"batch_size": 1024, "lr": 0.001, "patience": 2, "epochs": 10}
 
@@ -200,16 +201,29 @@ def run_seed(
                 out("finetune"),
                 init=made["finetune"][-1],
             )
-        adapters = {**quick, "recipe": "two_stage" if k == 0 else "adapters"}  # MLoRA, then its adapters
-        chains["adapters"].run(
-            experiment(
-                f"adapters-{k}", task, f["train"], f["hold"], test, seed, {"multidomain": "mlora"}, adapters
-            ),
-            out("adapters"),
-            init=made["adapters"][-1] if k else None,
-        )
+        for strategy, tables in (("adapters", False), ("adapters_tables", True)):  # MLoRA, then its adapters
+            if k == 0 and tables:  # the same period-0 run as adapters'
+                shutil.copytree(out("adapters"), out(strategy))
+                chains[strategy].cost.append(dict(chains["adapters"].cost[-1]))
+                continue
+            recipe = {**quick, "recipe": "two_stage" if k == 0 else "adapters", "adapter": {"tables": tables}}
+            chains[strategy].run(
+                experiment(
+                    f"{strategy}-{k}",
+                    task,
+                    f["train"],
+                    f["hold"],
+                    test,
+                    seed,
+                    {"multidomain": "mlora"},
+                    recipe,
+                ),
+                out(strategy),
+                init=made[strategy][-1] if k else None,
+            )
         made["finetune"].append(out("finetune"))
         made["adapters"].append(out("adapters"))
+        made["adapters_tables"].append(out("adapters_tables"))
         # CTNet: the target domain's model over the source (the finetune chain's run of this period)
         if k == 0:
             target_run = out("finetune")
@@ -372,7 +386,7 @@ def report(rows: list[dict], meta: dict, names: list[str], target: str) -> str:
         f"{best['strategy']} {gap:+.4f} AUC at {best['train_s'] / full['train_s']:.0%} of the time: {'met' if met else 'MISSED'}"
     )
     ctnet = next(r for r in rows if r["strategy"] == "ctnet")
-    for other in ("finetune", "adapters"):
+    for other in ("finetune", "adapters", "adapters_tables"):
         o = next(r for r in rows if r["strategy"] == other)
         spread = max(ctnet["domain_std"][target], o["domain_std"][target], 1e-9)
         diff = ctnet["domains"][target] - o["domains"][target]

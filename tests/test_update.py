@@ -392,6 +392,22 @@ def test_an_adapter_update_changes_the_adapters_alone(days: Path) -> None:
     assert changed and changed <= adapters
 
 
+def test_an_adapter_update_with_tables_trains_the_embeddings_too(days: Path) -> None:
+    sets = ["train.recipe=adapters", "train.adapter.tables=true", "train.epochs=1", "train.keep_parent=false"]
+    args = ["--data", str(days / "day2.parquet"), "--out", str(days / "t"), "--quiet"]
+    result = runner.invoke(app, ["update", str(days / "r1"), *args, *(x for k in sets for x in ("--set", k))])
+    assert result.exit_code == 0, result.output
+    parent, child = load_run(days / "r1"), load_run(days / "t")
+    old, maps = parent.model.state_dict(), row_maps(child.model, parent.encoder, child.encoder)
+    changed = {k for k, v in child.model.state_dict().items() if grown(k, old[k], v, maps).ne(v).any()}
+    tables = {n for n, m in child.model.named_modules() if isinstance(m, torch.nn.Embedding)}
+    adapters = {
+        n for n, p in child.model.named_parameters() if any(p is a for a in child.model.adapter_parameters())
+    }
+    assert "backbone.embedding.categorical.weight" in changed
+    assert changed <= adapters | {f"{t}.weight" for t in tables}
+
+
 def test_the_adapter_recipe_needs_adapters(days: Path) -> None:
     tree = table_config(days / "day1.parquet", epochs=1, recipe="adapters")
     (days / "plain.yaml").write_text(yaml.safe_dump(tree))

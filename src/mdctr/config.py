@@ -283,6 +283,9 @@ class AdapterTrainConfig(_Frozen):
     lr: float | None = Field(None, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int | None = Field(None, ge=1)
+    tables: bool = Field(
+        False, description="recipe adapters: the embedding tables learn too (new ids get trained rows)"
+    )
 
 
 class SparseConfig(_Frozen):

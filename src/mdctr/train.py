@@ -176,7 +176,9 @@ class Trainer:
         self.progress = progress
         self.callbacks = tuple(callbacks)
         try:
-            self.stages = list(stages) if stages is not None else stages_for(model, cfg.recipe)
+            self.stages = (
+                list(stages) if stages is not None else stages_for(model, cfg.recipe, cfg.adapter.tables)
+            )
         except ValueError:
             what = "adapters" if cfg.recipe == "adapters" else "training stages"
             raise InputError(

@@ -85,24 +85,29 @@ def joint_stage(model: nn.Module) -> Stage:
     )
 
 
-def adapter_stage(model: nn.Module) -> Stage:
+def adapter_stage(model: nn.Module, tables: bool = False) -> Stage:
     """The adapters alone, as they are (no re-initialisation), the rest frozen: an update that
-    keeps the shared network of an adapted model fixed."""
+    keeps the shared network of an adapted model fixed; with ``tables``, the embedding tables
+    learn too."""
     if not adapter_parameters(model):
         raise ValueError(f"model {type(model).__name__} has no adapters")
 
     def enter() -> None:
         model.set_adapters(True)  # type: ignore[operator]
 
-    return Stage("adapters", lambda: adapter_parameters(model), enter)
+    def parameters() -> list[nn.Parameter]:
+        embeddings = [m.weight for m in model.modules() if isinstance(m, nn.Embedding)] if tables else []
+        return adapter_parameters(model) + embeddings
+
+    return Stage("adapters+tables" if tables else "adapters", parameters, enter)
 
 
-def stages_for(model: nn.Module, recipe: str) -> list[Stage]:
-    """The stages a recipe runs on a model."""
+def stages_for(model: nn.Module, recipe: str, tables: bool = False) -> list[Stage]:
+    """The stages a recipe runs on a model (``tables``: see ``adapter_stage``)."""
     if recipe == "joint":
         return [joint_stage(model)]
     if recipe == "adapters":
-        return [adapter_stage(model)]
+        return [adapter_stage(model, tables)]
     if not isinstance(model, Staged):
         raise ValueError(f"model {type(model).__name__} has no training stages for recipe {recipe!r}")
     return list(model.training_stages())
