@@ -30,6 +30,8 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect data.")
 app.add_typer(data_app, name="data")
 features_app = typer.Typer(no_args_is_help=True, help="Rank and select features.")
 app.add_typer(features_app, name="features")
+online_app = typer.Typer(no_args_is_help=True, help="Experiments and auctions on seeded simulators.")
+app.add_typer(online_app, name="online")
 console = Console()
 F = TypeVar("F", bound=Callable[..., object])
 
@@ -376,3 +378,73 @@ def serve(
 
 def main() -> None:
     app()
+
+
+@online_app.command("experiment")
+@user_errors
+def online_experiment(
+    config: Annotated[Path, typer.Argument(help="experiment YAML (arms, delay, policies, ...)")],
+    out: Annotated[Path, typer.Option(help="folder for experiment.json and regret.png")] = Path("online"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
+) -> None:
+    """Simulate an adaptive experiment with delayed conversions: regret and decision per policy."""
+    from rich.table import Table
+
+    from mdctr.data.cache import make_dir
+    from mdctr.online.config import ExperimentConfig, load
+    from mdctr.online.experiment import compare, plot_regret
+    from mdctr.runs import write_json
+
+    cfg = load(ExperimentConfig, config, tuple(set_ or ()))
+    _setup()
+    make_dir(out)
+    result = compare(cfg)
+    table = Table(title=f"{cfg.name}: best arm {result['best_arm']}, {cfg.seeds} seeds (95 % CI)")
+    for column in ("policy", "error rate (CI)", "regret", "decided at", "early"):
+        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
+    for row in result["policies"]:
+        low, high = row["error_ci"]
+        table.add_row(
+            row["policy"],
+            f"{row['error_rate']:.2f} ({low:.2f}-{high:.2f})",
+            f"{row['regret']:.1f}±{row['regret_ci']:.1f}",
+            f"{row['decision_step']:.0f}±{row['decision_step_ci']:.0f}",
+            f"{row['decided_early']:.0%}",
+        )
+    console.print(table)
+    write_json(out / "experiment.json", result)
+    plot_regret(result, str(out / "regret.png"))
+    console.print(f"results: {out / 'experiment.json'}, plot: {out / 'regret.png'}")
+
+
+@online_app.command("auction")
+@user_errors
+def online_auction(
+    config: Annotated[Path, typer.Argument(help="auction YAML (slots, bidders, run, learned, ...)")],
+    out: Annotated[Path, typer.Option(help="folder for auction.json")] = Path("online"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
+    quiet: Annotated[bool, typer.Option(help="no training output")] = False,
+) -> None:
+    """GSP, VCG and the learned auction on the same auctions: revenue, welfare, IC violation."""
+    from rich.table import Table
+
+    from mdctr.data.cache import make_dir
+    from mdctr.online.blend import compare
+    from mdctr.online.config import AuctionConfig, load
+    from mdctr.runs import write_json
+
+    cfg = load(AuctionConfig, config, tuple(set_ or ()))
+    _setup(quiet=quiet)
+    make_dir(out)
+    result = compare(cfg, log=not quiet)
+    table = Table(
+        title=f"{cfg.name}: {cfg.auctions} auctions, {cfg.slots} slots ({result['candidates']} CTR)"
+    )
+    columns = ("revenue", "welfare", "user_value", "objective", "ad_slots", "ic_violation")
+    for column in ("mechanism", *columns):
+        table.add_column(column, justify="left" if column == "mechanism" else "right")
+    for name, row in result["mechanisms"].items():
+        table.add_row(name, *(f"{row[c]:.4g}" for c in columns))
+    console.print(table)
+    write_json(out / "auction.json", result)
+    console.print(f"results: {out / 'auction.json'}")

@@ -56,12 +56,19 @@ class Page:
 Mechanism = Callable[[Auctions], Page]
 
 
-def simulate(cfg: AuctionConfig, rng: np.random.Generator, q: np.ndarray | None = None) -> Auctions:
-    """``cfg.auctions`` auctions with lognormal values; ``q`` (B, n) from a CTR model, or drawn."""
+def simulate(
+    cfg: AuctionConfig,
+    rng: np.random.Generator,
+    q: np.ndarray | None = None,
+    category: np.ndarray | None = None,
+) -> Auctions:
+    """``cfg.auctions`` auctions with lognormal values; ``q`` and ``category`` (B, n) from a CTR
+    model's candidates, or drawn (q ~ Beta(2, 30), uniform categories)."""
     b, ads, organic = cfg.auctions, cfg.bidders.ads, cfg.bidders.organic
     n = ads + organic
     if q is None:
         q = rng.beta(2.0, 30.0, (b, n))
+    b = len(q)
     sigma = cfg.bidders.bid_sigma
     scale = np.exp(-(sigma**2) / 2)
     ad_value = cfg.bidders.bid_mean * scale * rng.lognormal(0.0, sigma, (b, ads))
@@ -70,7 +77,8 @@ def simulate(cfg: AuctionConfig, rng: np.random.Generator, q: np.ndarray | None 
     ad = np.zeros((b, n), bool)
     ad[:, :ads] = True
     bid = np.where(ad, value, cfg.virtual_bid * value)
-    category = rng.integers(0, cfg.bidders.categories, (b, n))
+    if category is None:
+        category = rng.integers(0, cfg.bidders.categories, (b, n))
     return Auctions(q, value, bid, ad, category)
 
 
@@ -105,7 +113,9 @@ def _best_pages(a: Auctions, cfg: AuctionConfig) -> tuple[np.ndarray, np.ndarray
 
 def vcg(a: Auctions, cfg: AuctionConfig) -> Page:
     """The score-maximising page; each ad pays (best total of the others without it) minus (the
-    others' total on the chosen page)."""
+    others' total on the chosen page). Pages are always full, so the payment can be negative
+    (a rebate): an ad whose slot would go to an item that discounts its neighbours' CTRs more
+    than it adds. Clamping it at zero would break truthfulness."""
     score, slots = _best_pages(a, cfg)
     combos = _combos(a.q.shape[1], cfg.slots)
     rows = np.arange(len(a))
@@ -116,7 +126,7 @@ def vcg(a: Auctions, cfg: AuctionConfig) -> Page:
     without = np.where(holds, -np.inf, score[:, :, None]).max(1)
     others_total = score.max(-1)[:, None] - ctr * a.bid[rows[:, None], slots]
     pay = without - others_total
-    return Page(slots, ctr, np.where(a.ad[rows[:, None], slots], np.maximum(pay, 0.0), 0.0))
+    return Page(slots, ctr, np.where(a.ad[rows[:, None], slots], pay, 0.0))
 
 
 def gsp(a: Auctions, cfg: AuctionConfig) -> Page:
@@ -142,7 +152,8 @@ def chunked(mechanism: Callable[[Auctions, AuctionConfig], Page], a: Auctions, c
 def outcome(a: Auctions, page: Page, cfg: AuctionConfig) -> dict[str, float]:
     """Per-auction means: revenue (ads' payments), welfare (true value of every click: the
     advertisers' and the platform's organic value), user value (expected clicks), the blended
-    objective (values with organic clicks at their virtual bids) and the ads' share of slots."""
+    objective (values with organic clicks at their virtual bids), the ads' share of slots and the
+    share of auctions that pay an ad (a negative payment)."""
     rows = np.arange(len(a))[:, None]
     ad = a.ad[rows, page.slots]
     value = a.value[rows, page.slots]
@@ -153,6 +164,7 @@ def outcome(a: Auctions, page: Page, cfg: AuctionConfig) -> dict[str, float]:
         "user_value": float(page.ctr.sum(1).mean()),
         "objective": float((page.ctr * worth).sum(1).mean()),
         "ad_slots": float(ad.mean()),
+        "rebates": float((page.pay < 0).any(1).mean()),
     }
 
 

@@ -71,7 +71,7 @@ class ExperimentConfig(_Frozen):
     delay_model: Literal["exponential", "nonparametric"] = Field(
         "exponential", description="the delay distribution delay_corrected estimates"
     )
-    em_iterations: int = Field(8, ge=1)
+    em_iterations: int = Field(20, ge=1, description="EM iterations per estimate (twice for nonparametric)")
     draws: int = Field(1000, ge=100, description="posterior draws per step for allocation and P(best)")
     seeds: int = Field(20, ge=1)
     seed: int = 0
@@ -100,6 +100,40 @@ class BidderConfig(_Frozen):
     categories: int = Field(4, ge=1)
 
 
+class CandidatesConfig(_Frozen):
+    """A real candidate set scored by an mdctr run: each auction pairs one row's user with
+    the items of other rows."""
+
+    table: str = Field(..., description="parquet/CSV table with the run's columns, or a task name")
+    items: tuple[str, ...] = Field(..., min_length=1, description="the columns that describe an item")
+    category: str = Field(..., description="an item column whose value (a list's first) is the category")
+
+    @model_validator(mode="after")
+    def _category(self) -> CandidatesConfig:
+        if self.category not in self.items:
+            raise ValueError(f"category {self.category!r} must be one of items {list(self.items)}")
+        return self
+
+
+class LearnedConfig(_Frozen):
+    """The EdgeNet learned auction: network size and training on simulated auctions."""
+
+    dim: int = Field(32, ge=4)
+    heads: int = Field(4, ge=1)
+    layers: int = Field(2, ge=1)
+    steps: int = Field(400, ge=1, description="training steps, each on a fresh batch of auctions")
+    batch: int = Field(1024, ge=16)
+    lr: float = Field(3e-3, gt=0)
+    temperature: float = Field(0.1, gt=0, description="softmax temperature of the relaxed decoder")
+    welfare_weight: float = Field(0.0, ge=0, description="maximise revenue + this * blended objective")
+
+    @model_validator(mode="after")
+    def _heads(self) -> LearnedConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not a multiple of heads {self.heads}")
+        return self
+
+
 class AuctionConfig(_Frozen):
     """A page of ``slots`` filled from ads and organic items; GSP, VCG and the learned auction."""
 
@@ -113,8 +147,9 @@ class AuctionConfig(_Frozen):
     )
     virtual_bid: float = Field(1.0, ge=0, description="platform weight on organic value (virtual bids)")
     bidders: BidderConfig = BidderConfig()
-    run: str | None = Field(None, description="an mdctr run whose pCTR scores the candidates")
-    candidates: str | None = Field(None, description="table of candidate rows for the run (default: its test split)")
+    learned: LearnedConfig = LearnedConfig()
+    run: str | None = Field(None, description="an mdctr run whose pCTR is the candidates' CTR")
+    candidates: CandidatesConfig | None = Field(None, description="what the run scores (needs run)")
     auctions: int = Field(2000, ge=1)
     ic_auctions: int = Field(200, ge=1, description="auctions searched for profitable misreports")
     ic_grid: int = Field(41, ge=3, description="misreports tried per bidder")
@@ -122,6 +157,8 @@ class AuctionConfig(_Frozen):
 
     @model_validator(mode="after")
     def _page(self) -> AuctionConfig:
+        if (self.run is None) != (self.candidates is None):
+            raise ValueError("run and candidates go together: a run scores the candidates")
         n = self.bidders.ads + self.bidders.organic
         if self.slots > n:
             raise ValueError(

@@ -83,17 +83,17 @@ def naive_posterior(log: Log) -> tuple[np.ndarray, np.ndarray]:
     return log.converted.sum(-1), log.exposed.sum(-1)
 
 
-def estimate(
-    log: Log, model: str = "exponential", iterations: int = 8
-) -> tuple[np.ndarray, np.ndarray]:
+def estimate(log: Log, model: str = "exponential", iterations: int = 20) -> tuple[np.ndarray, np.ndarray]:
     """EM over the censored log: eventual conversion rates ``theta (S, K)`` and the delay
     distribution's CDF at each cohort's elapsed time ``F (S, t)``.
 
     An unconverted user of a cohort exposed ``e`` steps ago converts later with probability
     ``theta S(e) / (1 - theta + theta S(e))`` (E step); the M step re-estimates ``theta`` and the
     delay distribution from the seen delays and the expected hidden converters, right-censored at
-    ``e``: the exponential's rate in closed form, or the discrete hazards (a weighted
-    Kaplan-Meier estimate) for ``nonparametric``.
+    ``e``: the exponential's discrete form (a geometric number of steps, ``S(e) = rho ** e``) in
+    closed form, or for ``nonparametric`` the discrete hazards (a weighted Kaplan-Meier estimate,
+    every conversion assumed to surface within the ``t`` steps seen), started from the
+    exponential's solution.
     """
     t = log.t
     n, c = log.exposed[:, :, :t], log.converted[:, :, :t]
@@ -102,25 +102,31 @@ def estimate(
     seen = c.sum(-1)
     theta = np.clip(seen / total_n, 1e-6, 1 - 1e-6)
     hist = log.delays[:, 1 : t + 1]
-    seen_delay = (hist * (np.arange(1, t + 1) - 0.5)).sum(-1)
+    seen_waits = (hist * np.arange(t)).sum(-1)
     survival = np.exp(-e / max(t / 2, 1.0))[None, :].repeat(len(n), 0)
-    for _ in range(iterations):
+    steps = ["exponential"] * iterations + (
+        ["nonparametric"] * iterations if model == "nonparametric" else []
+    )
+    for m_step in steps:
         later = theta[:, :, None] * survival[:, None, :]
         hidden = (n - c) * later / (1 - theta[:, :, None] + later)
         theta = np.clip((seen + hidden.sum(-1)) / total_n, 1e-6, 1 - 1e-6)
-        if model == "exponential":
-            exposure = seen_delay + (hidden.sum(1) * e).sum(-1)
-            rate = seen.sum(-1) / np.maximum(exposure, 1e-12)
-            survival = np.exp(-rate[:, None] * e[None, :])
+        if m_step == "exponential":
+            waits = seen_waits + (hidden.sum(1) * e).sum(-1)
+            keep = waits / np.maximum(waits + seen.sum(-1), 1e-12)
+            survival = keep[:, None] ** e[None, :]
         else:
             censored = hidden.sum(1)[:, ::-1]
             at_risk = np.cumsum(hist[:, ::-1], -1)[:, ::-1] + np.cumsum(censored[:, ::-1], -1)[:, ::-1]
             hazard = np.divide(hist, at_risk, out=np.zeros_like(hist), where=at_risk > 0)
+            hazard[:, -1] = 1.0
             survival = np.cumprod(1 - hazard, -1)[:, (e - 1).astype(int)]
     return theta, 1 - survival
 
 
-def corrected_posterior(log: Log, model: str = "exponential", iterations: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def corrected_posterior(
+    log: Log, model: str = "exponential", iterations: int = 20
+) -> tuple[np.ndarray, np.ndarray]:
     """(successes, effective trials) per seed and arm: trials ``sum_c n_c F(e_c)``."""
     _, cdf = estimate(log, model, iterations)
     trials = (log.exposed[:, :, : log.t] * cdf[:, None, :]).sum(-1)
@@ -142,13 +148,15 @@ def best_probability(
 
 @dataclass(frozen=True)
 class Outcome:
-    """One policy over S seeds: chosen arm, decision step, cumulative regret curve (S, steps)."""
+    """One policy over S seeds: chosen arm, decision step, cumulative regret curve (S, steps)
+    and what was seen by the last step."""
 
     policy: Policy
     decision: np.ndarray
     stopped_at: np.ndarray
     regret: np.ndarray
     best: int
+    log: Log
 
     @property
     def correct(self) -> np.ndarray:
@@ -211,11 +219,11 @@ def _run_chunk(cfg: ExperimentConfig, policy: Policy, seeds: np.ndarray) -> Outc
             1.0,
         )
     undecided = decision < 0
+    _observe(log, arrivals, steps)
     if undecided.any():
-        _observe(log, arrivals, steps)
         successes, trials = _posterior(policy if policy == "thompson" else "delay_corrected", log, cfg)
         decision[undecided] = ((1 + successes) / (2 + trials)).argmax(-1)[undecided]
-    return Outcome(policy, decision, stopped_at, np.cumsum(regret, -1), int(arms.argmax()))
+    return Outcome(policy, decision, stopped_at, np.cumsum(regret, -1), int(arms.argmax()), log)
 
 
 def run(cfg: ExperimentConfig, policy: Policy) -> Outcome:
@@ -230,6 +238,10 @@ def run(cfg: ExperimentConfig, policy: Policy) -> Outcome:
         np.concatenate([p.stopped_at for p in parts]),
         np.concatenate([p.regret for p in parts]),
         parts[0].best,
+        Log(
+            *(np.concatenate([getattr(p.log, f) for p in parts]) for f in ("exposed", "converted", "delays")),
+            parts[0].log.t,
+        ),
     )
 
 
@@ -266,3 +278,28 @@ def summary(outcome: Outcome) -> dict:
         "decision_step_ci": step_ci,
         "decided_early": float((outcome.stopped_at < outcome.regret.shape[1]).mean()),
     }
+
+
+def compare(cfg: ExperimentConfig) -> dict:
+    """Every policy of ``cfg`` on the same seeds: summaries and mean regret over time."""
+    outcomes = [run(cfg, policy) for policy in cfg.policies]
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "best_arm": outcomes[0].best,
+        "policies": [summary(o) for o in outcomes],
+        "regret_curve": {o.policy: o.regret.mean(0).round(4).tolist() for o in outcomes},
+    }
+
+
+def plot_regret(result: dict, path: str) -> None:
+    """Mean cumulative regret over time, one line per policy."""
+    from mdctr.report import _pyplot, _save
+
+    fig, ax = _pyplot().subplots(figsize=(7, 4))
+    for policy, curve in result["regret_curve"].items():
+        ax.plot(np.arange(1, len(curve) + 1), curve, label=policy)
+    ax.set_xlabel("step")
+    ax.set_ylabel("cumulative regret (conversions lost)")
+    ax.set_title(f"{result['config']['name']}: {result['config']['seeds']} seeds")
+    ax.legend()
+    _save(fig, path)
