@@ -80,14 +80,16 @@ def test_slot_improves_with_the_bid_and_no_other_score_moves() -> None:
 
 
 def test_training_raises_revenue_and_stays_truthful() -> None:
-    cfg = config(learned={"dim": 16, "heads": 2, "steps": 120, "batch": 256, "temperature": 0.05})
+    learned = {"dim": 16, "heads": 2, "steps": 100, "batch": 256, "temperature": 0.05, "validation": 500}
+    cfg = config(learned=learned)
     a = A.simulate(cfg, np.random.default_rng(9))
     before = A.outcome(a, E.LearnedAuction(E.EdgeNet(cfg))(a), cfg)["revenue"]
     net, curve = E.train(cfg)
     mechanism = E.LearnedAuction(net)
     after = A.outcome(a, mechanism(a), cfg)["revenue"]
-    assert after > 1.03 * before, (before, after)
-    assert curve[-1]["revenue"] > curve[0]["revenue"]
+    assert after > 1.15 * before, (before, after)
+    # the returned network is the best validated checkpoint, and training found a better one
+    assert curve[-1]["best_so_far"] == max(p["valid_revenue"] for p in curve) > curve[0]["valid_revenue"]
     assert A.ic_report(mechanism, a[:40], 21)["ic_violation"] <= 1e-9
 
 

@@ -13,7 +13,8 @@ from mdctr.online.config import AuctionConfig
 MECHANISMS = ("gsp", "vcg", "learned")
 
 
-def _measure(mechanism: auction.Mechanism, a: auction.Auctions, cfg: AuctionConfig) -> dict:
+def measure(mechanism: auction.Mechanism, a: auction.Auctions, cfg: AuctionConfig) -> dict:
+    """Outcome means, the IC search on the first ``cfg.ic_auctions`` auctions, and seconds."""
     start = time.perf_counter()
     page = mechanism(a)
     seconds = time.perf_counter() - start
@@ -21,9 +22,10 @@ def _measure(mechanism: auction.Mechanism, a: auction.Auctions, cfg: AuctionConf
     return {**auction.outcome(a, page, cfg), **ic, "seconds": seconds}
 
 
-def compare(cfg: AuctionConfig, log: bool = False) -> dict:
+def compare(cfg: AuctionConfig, log: bool = False, welfare_weights: tuple[float, ...] = ()) -> dict:
     """Simulate (or score, with ``cfg.run``) the auctions, train EdgeNet on separate ones, and
-    measure every mechanism on the same evaluation auctions."""
+    measure every mechanism on the same evaluation auctions; each of ``welfare_weights`` adds
+    an EdgeNet trained with that weight (``learned_w<weight>``)."""
     from mdctr.online import edgenet
 
     rng = np.random.default_rng([cfg.seed, 1])
@@ -37,24 +39,34 @@ def compare(cfg: AuctionConfig, log: bool = False) -> dict:
         a = auction.simulate(cfg, rng, q[cfg.auctions :], category[cfg.auctions :])
     else:
         a = auction.simulate(cfg, rng)
-    start = time.perf_counter()
-    net, curve = edgenet.train(cfg, pool, log)
-    train_seconds = time.perf_counter() - start
     mechanisms: dict[str, auction.Mechanism] = {
         "gsp": lambda x: auction.chunked(auction.gsp, x, cfg),
         "vcg": lambda x: auction.chunked(auction.vcg, x, cfg),
-        "learned": edgenet.LearnedAuction(net),
     }
-    rows = {name: _measure(m, a, cfg) for name, m in mechanisms.items()}
-    rows["learned"] |= {
-        "train_seconds": train_seconds,
-        "alpha": curve[-1]["alpha"],
-        "beta": curve[-1]["beta"],
-    }
+    trained, curves = {}, {}
+    for name, weight in (
+        ("learned", cfg.learned.welfare_weight),
+        *((f"learned_w{w:g}", w) for w in welfare_weights),
+    ):
+        variant = cfg.model_copy(
+            update={"learned": cfg.learned.model_copy(update={"welfare_weight": weight})}
+        )
+        start = time.perf_counter()
+        net, curves[name] = edgenet.train(variant, pool, log)
+        chosen = next(p for p in curves[name] if p["best_so_far"] == curves[name][-1]["best_so_far"])
+        mechanisms[name] = edgenet.LearnedAuction(net)
+        trained[name] = {
+            "welfare_weight": weight,
+            "train_seconds": time.perf_counter() - start,
+            "alpha": chosen["alpha"],
+            "beta": chosen["beta"],
+            "chosen_step": chosen["step"],
+        }
+    rows = {name: measure(m, a, cfg) | trained.get(name, {}) for name, m in mechanisms.items()}
     return {
         "config": cfg.model_dump(mode="json"),
         "candidates": "run" if cfg.run else "simulated",
         "mean_q": float(a.q.mean()),
         "mechanisms": rows,
-        "training": curve,
+        "training": curves,
     }

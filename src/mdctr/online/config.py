@@ -126,6 +126,8 @@ class LearnedConfig(_Frozen):
     lr: float = Field(3e-3, gt=0)
     temperature: float = Field(0.1, gt=0, description="softmax temperature of the relaxed decoder")
     welfare_weight: float = Field(0.0, ge=0, description="maximise revenue + this * blended objective")
+    validation: int = Field(2000, ge=1, description="simulated auctions that pick the best checkpoint")
+    eval_every: int = Field(25, ge=1, description="training steps between validations")
 
     @model_validator(mode="after")
     def _heads(self) -> LearnedConfig:

@@ -24,6 +24,7 @@ same ladder of critical bids; evaluation is exact, with hard allocation.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mdctr.online.auction import CHUNK, Auctions, Page, page_ctr, simulate
+from mdctr.online.auction import CHUNK, Auctions, Page, outcome, page_ctr, simulate
 from mdctr.online.config import AuctionConfig, LearnedConfig
 
 EPS = 1e-12
@@ -135,41 +136,67 @@ class EdgeNet(nn.Module):
             every.append(s)
         return torch.stack(slots, 1), torch.stack(tops, 1), torch.stack(every, 1)
 
-    def surrogate(
-        self, b: _Batch, tau: float, welfare_weight: float
-    ) -> tuple[torch.Tensor, dict[str, float]]:
-        """Relaxed expected revenue + welfare_weight * objective per auction (to maximise)."""
-        h = self.encoder(self.embed(b.features))
+    def _soft_pass(
+        self, b: _Batch, h: torch.Tensor, tau: float, left: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The relaxed decoder: each step a softmax (temperature ``tau``) over the scores of
+        what is ``left`` (B, n) in [0, 1]. Returns every candidate's score per step (B, K, n),
+        the winning probabilities (B, K, n) and what is left before each step (B, K + 1, n)."""
         bsz, n = b.q.shape
         static = torch.log(b.q) + self._bid_term(b)
         state = torch.zeros(bsz, h.shape[-1], dtype=h.dtype)
         placed = torch.zeros(bsz, n, dtype=h.dtype)
-        left = torch.ones(bsz, n, dtype=h.dtype)
         same = b.same.to(h.dtype)
-        probs, prices = [], []
+        scores, probs, lefts = [], [], [left]
         for k in range(self.cfg.slots):
             s = static + self._scores(h, state, k, placed)
-            avail = s + torch.log(left + EPS)
-            p = torch.softmax(avail / tau, -1)
-            others = torch.where(torch.eye(n, dtype=torch.bool), -torch.inf, avail[:, None, :]).amax(-1)
-            prices.append(torch.minimum(b.bid * torch.exp((others - s) / self.alpha), b.bid))
+            p = torch.softmax((s + torch.log(left + EPS)) / tau, -1)
+            scores.append(s)
             probs.append(p)
             state = state + (p[..., None] * h).sum(1) / self.cfg.slots
             placed = placed + torch.einsum("bi,bij->bj", p, same)
             left = left * (1 - p)
-        p, price = torch.stack(probs, 1), torch.stack(prices, 1)
-        shown = 1 - left
-        others_same = torch.einsum("bi,bij->bj", shown, same) - shown
-        ctr = (
-            b.q[:, None, :]
-            * self.factors.to(h.dtype)[None, :, None]
-            * torch.exp(others_same * self.log_keep)[:, None, :]
-        )
-        step_value = ctr * price
-        ladder = step_value - torch.cat([ctr[:, 1:] * price[:, :-1], torch.zeros_like(ctr[:, :1])], 1)
-        pay = torch.flip(torch.cumsum(torch.flip(ladder, [1]), 1), [1])
-        revenue = (p * pay * b.ad[:, None, :]).sum((1, 2))
+            lefts.append(left)
+        return torch.stack(scores, 1), torch.stack(probs, 1), torch.stack(lefts, 1)
+
+    def surrogate(
+        self, b: _Batch, tau: float, welfare_weight: float
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Relaxed expected revenue + welfare_weight * objective per auction (to maximise).
+
+        The revenue follows the mechanism: for every ad a relaxed i-removed pass gives its
+        critical bid per step, thresholds ``T_k`` (their running minimum), the probability of
+        slot ``<= k`` a logistic of ``alpha (log b - log T_k) / tau``, and at slot k the Myerson
+        payment ``sum_{k' >= k} (x_k' - x_{k'+1}) T_k'``, its clicks ``x`` discounted by the
+        relaxed page's neighbours. The objective takes the relaxed page as it is."""
+        h = self.encoder(self.embed(b.features))
+        bsz, n = b.q.shape
+        ones = torch.ones(bsz, n, dtype=h.dtype)
+        _, p, left = self._soft_pass(b, h, tau, ones)
+        same = b.same.to(h.dtype)
+        shown = 1 - left[:, -1]
+        neighbours = torch.einsum("bi,bij->bj", shown, same) - shown
+        factors = self.factors.to(h.dtype)
+        ctr = b.q[:, None, :] * factors[None, :, None] * torch.exp(neighbours * self.log_keep)[:, None, :]
         objective = (p * ctr * b.worth[:, None, :]).sum((1, 2))
+        ads = torch.nonzero(b.ad[0]).flatten()
+        rep = lambda t: t.repeat_interleave(len(ads), 0)  # noqa: E731
+        tiled = _Batch(*(rep(getattr(b, f)) for f in ("q", "bid", "worth", "ad", "cat", "same", "features")))
+        rows = torch.arange(bsz * len(ads))
+        who = ads.repeat(bsz)
+        blocked = ones.repeat_interleave(len(ads), 0).clone()
+        blocked[rows, who] = 0.0
+        scores, _, rivals_left = self._soft_pass(tiled, rep(h), tau, blocked)
+        top = tau * torch.logsumexp((scores + torch.log(rivals_left[:, :-1] + EPS)) / tau, -1)
+        own = scores[rows, :, who] - self._bid_term(tiled)[rows, who][:, None]
+        log_threshold = torch.cummin((top - own - self.beta) / self.alpha, 1).values
+        log_bid = torch.log(tiled.bid[rows, who] + EPS)[:, None]
+        upto = torch.sigmoid(self.alpha * (log_bid - log_threshold) / tau)
+        at = upto - torch.cat([torch.zeros_like(upto[:, :1]), upto[:, :-1]], 1)
+        x = (tiled.q[rows, who] * torch.exp(rep(neighbours)[rows, who] * self.log_keep))[:, None] * factors
+        drop = x - torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1)
+        pay = torch.flip(torch.cumsum(torch.flip(drop * torch.exp(log_threshold), [1]), 1), [1])
+        revenue = (at * pay).sum(1).view(bsz, len(ads)).sum(1)
         total = revenue + welfare_weight * objective
         return total.mean(), {
             "revenue": float(revenue.detach().mean()),
@@ -226,29 +253,61 @@ class LearnedAuction:
         return bid[:, 0] * x_now - integral
 
 
+def _draw(
+    cfg: AuctionConfig, rng: np.random.Generator, n: int, pool: tuple[np.ndarray, np.ndarray] | None
+) -> Auctions:
+    sim = cfg.model_copy(update={"auctions": n})
+    if pool is None:
+        return simulate(sim, rng)
+    rows = rng.integers(0, len(pool[0]), n)
+    return simulate(sim, rng, pool[0][rows], pool[1][rows])
+
+
+def _validate(net: EdgeNet, a: Auctions) -> dict[str, float]:
+    """Exact revenue and objective of a copy of ``net`` as a mechanism on ``a``."""
+    cfg = net.cfg
+    o = outcome(a, LearnedAuction(copy.deepcopy(net))(a), cfg)
+    return {"valid_revenue": o["revenue"], "valid_objective": o["objective"]}
+
+
 def train(
     cfg: AuctionConfig, pool: tuple[np.ndarray, np.ndarray] | None = None, log: bool = False
 ) -> tuple[EdgeNet, list[dict[str, float]]]:
     """Fit an EdgeNet on freshly simulated auctions (seed ``cfg.seed``), their candidates drawn
-    from ``pool`` (q, category) when given; returns it and its training curve."""
+    from ``pool`` (q, category) when given. Every ``eval_every`` steps the exact revenue +
+    ``welfare_weight`` x objective is measured on separate validation auctions; the best
+    network is returned, with the training curve."""
     lc: LearnedConfig = cfg.learned
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng([cfg.seed, 7])
+    valid = _draw(cfg, np.random.default_rng([cfg.seed, 8]), lc.validation, pool)
     net = EdgeNet(cfg)
     opt = torch.optim.Adam(net.parameters(), lr=lc.lr)
-    sim = cfg.model_copy(update={"auctions": lc.batch})
-    curve = []
-    for step in range(lc.steps):
-        rows = None if pool is None else rng.integers(0, len(pool[0]), lc.batch)
-        auctions = simulate(sim, rng) if rows is None else simulate(sim, rng, pool[0][rows], pool[1][rows])
-        value, parts = net.surrogate(net.batch(auctions), lc.temperature, lc.welfare_weight)
+    curve: list[dict[str, float]] = []
+    best, best_state = -np.inf, copy.deepcopy(net.state_dict())
+    for step in range(lc.steps + 1):
+        if step % lc.eval_every == 0 or step == lc.steps:
+            point = {
+                "step": step,
+                **_validate(net, valid),
+                "alpha": float(net.alpha.detach()),
+                "beta": float(net.beta.detach()),
+            }
+            score = point["valid_revenue"] + lc.welfare_weight * point["valid_objective"]
+            if score > best:
+                best, best_state = score, copy.deepcopy(net.state_dict())
+            curve.append(point | {"best_so_far": best})
+            if log:
+                print({k: round(v, 4) for k, v in point.items()}, flush=True)
+        if step == lc.steps:
+            break
+        value, parts = net.surrogate(
+            net.batch(_draw(cfg, rng, lc.batch, pool)), lc.temperature, lc.welfare_weight
+        )
         opt.zero_grad()
         (-value).backward()
         opt.step()
-        if step % 50 == 0 or step == lc.steps - 1:
-            curve.append(
-                {"step": step, **parts, "alpha": float(net.alpha.detach()), "beta": float(net.beta.detach())}
-            )
-            if log:
-                print(curve[-1])
+        if curve and curve[-1]["step"] == step:
+            curve[-1] |= parts
+    net.load_state_dict(best_state)
     return net, curve
