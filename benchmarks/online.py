@@ -43,11 +43,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from streaming import cpu_flags, matmul_probe  # noqa: E402
 
+from mdctr import __version__  # noqa: E402
 from mdctr.online import auction as A  # noqa: E402
 from mdctr.online import edgenet  # noqa: E402
 from mdctr.online.blend import compare as compare_auctions  # noqa: E402
 from mdctr.online.config import AuctionConfig, ExperimentConfig, parse  # noqa: E402
 from mdctr.online.experiment import interval, run, summary  # noqa: E402
+from mdctr.runs import git_commit  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 THRESHOLDS = (0.9, 0.95, 0.99)
@@ -216,7 +218,7 @@ def report(result: dict) -> str:
         "",
     ]
     lines += [
-        f"`{meta['command']}`, {meta['date']}. Machine: {meta['cpu']}, flags {', '.join(meta['cpu_flags']) or 'none of avx2/avx512'}, "
+        f"`{meta['command']}`, {meta['date']}, mdctr {meta['mdctr']} at {meta['git_commit']}. Machine: {meta['cpu']}, flags {', '.join(meta['cpu_flags']) or 'none of avx2/avx512'}, "
         f"{meta['threads']} torch threads, matmul probe {meta['matmul_gflops']:.0f} GFLOP/s. 95 % intervals throughout.",
         "",
     ]
@@ -337,6 +339,8 @@ def main() -> None:
         "meta": {
             "command": " ".join(["python benchmarks/online.py", *sys.argv[1:]]),
             "date": time.strftime("%Y-%m-%d"),
+            "git_commit": git_commit(),
+            "mdctr": __version__,
             "threads": args.threads,
             "cpu": platform.processor() or platform.machine(),
             "cpu_flags": cpu_flags(),

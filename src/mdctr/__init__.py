@@ -3,6 +3,6 @@
 from mdctr.config import Experiment, load_experiment
 from mdctr.errors import InputError
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 __all__ = ["Experiment", "InputError", "__version__", "load_experiment"]

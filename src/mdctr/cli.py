@@ -18,6 +18,8 @@ from rich.console import Console
 from mdctr.errors import InputError
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from mdctr.config import Experiment
 
 app = typer.Typer(
@@ -380,6 +382,16 @@ def main() -> None:
     app()
 
 
+def _online_table(title: str, columns: tuple[str, ...]) -> Table:
+    """A results table: the first column names the row, the others are right-aligned figures."""
+    from rich.table import Table
+
+    table = Table(title=title)
+    for i, column in enumerate(columns):
+        table.add_column(column, justify="right" if i else "left", no_wrap=True)
+    return table
+
+
 @online_app.command("experiment")
 @user_errors
 def online_experiment(
@@ -388,8 +400,6 @@ def online_experiment(
     set_: Annotated[list[str] | None, typer.Option("--set", help="override a key: a.b=value")] = None,
 ) -> None:
     """Simulate an adaptive experiment with delayed conversions: regret and decision per policy."""
-    from rich.table import Table
-
     from mdctr.data.cache import make_dir
     from mdctr.online.config import ExperimentConfig, load
     from mdctr.online.experiment import compare, plot_regret
@@ -399,9 +409,10 @@ def online_experiment(
     _setup()
     make_dir(out)
     result = compare(cfg)
-    table = Table(title=f"{cfg.name}: best arm {result['best_arm']}, {cfg.seeds} seeds (95 % CI)")
-    for column in ("policy", "error rate (CI)", "regret", "decided at", "early"):
-        table.add_column(column, justify="left" if column == "policy" else "right", no_wrap=True)
+    table = _online_table(
+        f"{cfg.name}: best arm {result['best_arm']}, {cfg.seeds} seeds (95 % CI)",
+        ("policy", "error rate (CI)", "regret", "decided at", "early"),
+    )
     for row in result["policies"]:
         low, high = row["error_ci"]
         table.add_row(
@@ -426,8 +437,6 @@ def online_auction(
     quiet: Annotated[bool, typer.Option(help="no training output")] = False,
 ) -> None:
     """GSP, VCG and the learned auction on the same auctions: revenue, welfare, IC violation."""
-    from rich.table import Table
-
     from mdctr.data.cache import make_dir
     from mdctr.online.blend import compare
     from mdctr.online.config import AuctionConfig, load
@@ -437,12 +446,11 @@ def online_auction(
     _setup(quiet=quiet)
     make_dir(out)
     result = compare(cfg, log=not quiet)
-    table = Table(
-        title=f"{cfg.name}: {cfg.auctions} auctions, {cfg.slots} slots ({result['candidates']} CTR)"
-    )
     columns = ("revenue", "welfare", "user_value", "objective", "ad_slots", "ic_violation")
-    for column in ("mechanism", *columns):
-        table.add_column(column, justify="left" if column == "mechanism" else "right")
+    table = _online_table(
+        f"{cfg.name}: {cfg.auctions} auctions, {cfg.slots} slots ({result['candidates']} CTR)",
+        ("mechanism", *columns),
+    )
     for name, row in result["mechanisms"].items():
         table.add_row(name, *(f"{row[c]:.4g}" for c in columns))
     console.print(table)

@@ -46,7 +46,7 @@ def read_config(run_dir: Path) -> Experiment:
     return parse_experiment(tree, where=str(path))
 
 
-def _git_commit() -> str | None:
+def git_commit() -> str | None:
     try:
         here = Path(__file__).resolve().parent
         out = subprocess.run(
@@ -78,7 +78,7 @@ def provenance(experiment: Experiment) -> dict:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "versions": versions,
-        "git_commit": _git_commit(),
+        "git_commit": git_commit(),
     }
 
 

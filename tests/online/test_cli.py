@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from mdctr.cli import app
 from mdctr.online.candidates import category_ids, read_candidates, score_candidates
-from mdctr.online.config import AuctionConfig, parse
+from mdctr.online.config import AuctionConfig, ExperimentConfig, load, parse
 from mdctr.predictor import Predictor
 
 from ..test_cli import fails
@@ -126,6 +126,12 @@ def test_missing_config_and_bad_override(tmp_path: Path) -> None:
         ["online", "experiment", str(cfg), "--set", "threshold=2"],
         f"{cfg}: threshold: Input should be less than 1",
     )
+
+
+def test_shipped_online_configs_are_valid() -> None:
+    shipped = Path(__file__).parents[2] / "configs" / "online"
+    assert load(ExperimentConfig, shipped / "experiment.yaml").arms
+    assert load(AuctionConfig, shipped / "auction.yaml").slots == 3
 
 
 def test_category_ids_keep_the_most_frequent_values() -> None:
