@@ -38,14 +38,22 @@ console = Console()
 F = TypeVar("F", bound=Callable[..., object])
 
 
+def _rank() -> int:
+    """This process's rank under a launcher (0 without one)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def _setup(threads: int | None = None, quiet: bool = False) -> None:
+    """Logging (rank 0 alone logs progress) and torch threads: by default the cores shared
+    among the training processes on this machine."""
     logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
+        level=logging.WARNING if quiet or _rank() else logging.INFO,
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    torch.set_num_threads(threads or os.cpu_count() or 1)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local))
 
 
 def user_errors(fn: F) -> F:
@@ -203,12 +211,40 @@ def train(
     source: Annotated[
         Path | None, typer.Option(help="model.transfer ctnet: the run whose model is the frozen source")
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(min=1, help="data-parallel training processes on this machine (torch.distributed.run)"),
+    ] = 1,
 ) -> None:
     """Train an experiment; writes the run directory and prints the per-domain table."""
     from mdctr.config import load_experiment
 
     experiment = load_experiment(config, tuple(set_ or ()))
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        args = ["train", str(config), *(["--out", str(out)] if out else [])]
+        args += [a for item in set_ or () for a in ("--set", item)]
+        args += [
+            f"--{name}" for name, on in (("resume", resume), ("overwrite", overwrite), ("quiet", quiet)) if on
+        ]
+        args += [
+            a for name, path in (("init", init), ("source", source)) if path for a in (f"--{name}", str(path))
+        ]
+        _launch(nproc, args)
+        return
     _train(experiment, out, resume, overwrite, quiet, init, source)
+
+
+def _launch(nproc: int, args: list[str]) -> None:
+    """``mdctr ARGS`` in ``nproc`` processes on this machine, started by torch.distributed.run;
+    a process's failure (its own error line already printed) becomes this one's exit code."""
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main as torchrun
+
+    try:
+        torchrun(["--standalone", f"--nproc-per-node={nproc}", "--module", "mdctr", *args])
+    except ChildFailedError as err:
+        codes = [f.exitcode for f in err.failures.values()]
+        raise typer.Exit(next((c for c in codes if c > 0), 1)) from None
 
 
 def _train(
@@ -224,17 +260,22 @@ def _train(
     from mdctr.report import domain_table
 
     _setup(experiment.train.threads, quiet)
-    result = train_experiment(
-        experiment,
-        out or Path("runs") / experiment.name,
-        resume=resume,
-        overwrite=overwrite,
-        progress=not quiet,
-        init=init,
-        source=source,
-    )
-    console.print(domain_table(result.metrics, f"{experiment.name} (test)"))
-    console.print(f"run directory: {result.run_dir}")
+    try:
+        result = train_experiment(
+            experiment,
+            out or Path("runs") / experiment.name,
+            resume=resume,
+            overwrite=overwrite,
+            progress=not quiet,
+            init=init,
+            source=source,
+        )
+    finally:
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if _rank() == 0:
+        console.print(domain_table(result.metrics, f"{experiment.name} (test)"))
+        console.print(f"run directory: {result.run_dir}")
 
 
 @app.command()

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from mdctr import layout, runs
+from mdctr import distributed, layout, runs
 from mdctr.config import DataConfig, Experiment
 from mdctr.data.cache import (
     atomic_write,
@@ -37,7 +37,7 @@ from mdctr.models.protocols import adapter_parameters
 from mdctr.nn.embedding import FieldEmbedding
 from mdctr.registry import build_model
 from mdctr.report import markdown, plot_curves, plot_domains
-from mdctr.train import Scores, Source, Trainer, TrainState, WarmStart, predict, score
+from mdctr.train import Scores, Source, Trainer, TrainState, WarmStart, gather_scores, predict, score
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +63,14 @@ def _check_writable(out: Path) -> None:
         raise InputError(f"--out {out}: no permission to write in {ancestor}; choose another --out")
 
 
-def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: bool) -> bool:
+def _claim_run_dir(
+    out: Path, experiment: Experiment, resume: bool, overwrite: bool, writer: bool = True
+) -> bool:
     """Check that training may write ``out``; whether it continues from a checkpoint there.
 
     ``resume`` continues from the checkpoint, or, where a run was killed before its first
-    checkpoint (or never started), starts it from the beginning in the same folder.
+    checkpoint (or never started), starts it from the beginning in the same folder. Only the
+    ``writer`` removes what a killed run left half-written.
     """
     _check_writable(out)
     holds_files = out.exists() and any(out.iterdir())
@@ -86,7 +89,7 @@ def _claim_run_dir(out: Path, experiment: Experiment, resume: bool, overwrite: b
                 f"and --set values, or train into a new --out"
             )
         if (out / layout.CHECKPOINT).is_file():
-            removed = remove_partial_writes(out)
+            removed = remove_partial_writes(out) if writer else 0
             if removed:
                 log.info("removed %d partial files a killed run left in %s", removed, out)
             return True
@@ -114,10 +117,16 @@ def train_experiment(
     grow by the new data's values, its weights and optimizer state carry over, and the run
     records its lineage; the parent is only read. ``source``: for ``model.transfer: ctnet``, the
     run whose model becomes the frozen source tower (the parent, if any, gives the target tower).
+
+    Under a launcher (``torchrun``, ``mdctr train --nproc``) every process calls this: each
+    trains on its shard of the rows, the metrics cover every row, and rank 0 alone writes ``out``
+    (which ``resume`` needs on a filesystem every process sees).
     """
     out = Path(out)
+    world = distributed.world()
     parent, source_run = _related(experiment, out, init, source)
-    resume = _claim_run_dir(out, experiment, resume, overwrite)
+    resume = _claim_run_dir(out, experiment, resume, overwrite, writer=world.main)
+    distributed.barrier(world)  # every rank has looked at ``out`` before rank 0 writes there
     start = time.perf_counter()
     base = None  # what the new data's values and domains are added to
     if source_run is not None:  # a CTNet: the source's encoding, with the target's values too
@@ -127,6 +136,8 @@ def train_experiment(
     encoder, train, valid, test = _sources(
         experiment.data, out / layout.VOCAB if resume else None, base if not resume else None
     )
+    if world.size > 1:
+        train, valid, test = (s.shard(world.rank, world.size) for s in (train, valid, test))
     preprocess_s = time.perf_counter() - start
     log.info(
         "data: %d train, %d valid, %d test rows, %d domains, %s in %.1f s",
@@ -142,18 +153,23 @@ def train_experiment(
         torch.manual_seed(seed)
         model = build_model(encoder.input_spec(), experiment.model)
         params = sum(p.numel() for p in model.parameters())
-        trainer = Trainer(model, experiment.train, out, progress=progress, callbacks=callbacks)
+        model.to(world.device)
+        trainer = Trainer(
+            model, experiment.train, out, progress=progress and world.main, callbacks=callbacks, world=world
+        )
         warm = _warm_start(model, encoder, parent, source_run) if base is not None and not resume else None
         if not resume:
-            if out.exists():  # --overwrite, or --resume of a run killed before its first checkpoint
-                shutil.rmtree(out)
-            make_dir(out)
-            runs.write_config(out, experiment)
-            encoder.save(out / layout.VOCAB)
-            torch.manual_seed(seed)  # training draws (dropout) from the seed too, not from after init
+            if world.main:
+                if out.exists():  # --overwrite, or --resume of a run killed before its first checkpoint
+                    shutil.rmtree(out)
+                make_dir(out)
+                runs.write_config(out, experiment)
+                encoder.save(out / layout.VOCAB)
+            torch.manual_seed(seed + 7919 * world.rank)  # training draws (dropout) from the seed, per rank
         state = trainer.fit(train, valid, resume=resume, warm=warm)
 
-    metrics = metrics_of(score(model, test, experiment.train.eval_batch_size), encoder)
+    scores = gather_scores(score(model, test, experiment.train.eval_batch_size), world)
+    metrics = metrics_of(scores, encoder)
     rates = [h["samples_per_s"] for h in state.history]
     info = {
         **runs.provenance(experiment),
@@ -168,12 +184,16 @@ def train_experiment(
         info |= _lineage(parent, encoder)
     if source_run is not None:
         info["source"] = _link(source_run)
+    if world.size > 1:
+        info["distributed"] = {"processes": world.size, "backend": world.backend, "device": str(world.device)}
+    adapters = sum(p.numel() for p in adapter_parameters(model))
+    if not world.main:
+        return TrainResult(out, metrics, state, preprocess_s, params, adapters)
     _write_results(out, experiment.name, metrics, state.history, info)
     selection = selected_features(model, encoder)
     if selection is not None:
         runs.write_json(out / layout.SELECTION, selection)
     runs.write_checksums(out)
-    adapters = sum(p.numel() for p in adapter_parameters(model))
     return TrainResult(out, metrics, state, preprocess_s, params, adapters)
 
 

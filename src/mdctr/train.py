@@ -23,6 +23,7 @@ from mdctr.config import TrainConfig
 from mdctr.data.batch import Batch
 from mdctr.data.encode import Encoded
 from mdctr.data.loader import TensorData
+from mdctr.distributed import World, all_gather_rows, gather_rng
 from mdctr.errors import InputError
 from mdctr.layout import BEST, CHECKPOINT
 from mdctr.metrics import auc, logloss
@@ -49,6 +50,8 @@ class Source(Protocol):
     ) -> Iterator[Batch]: ...
 
     def chunks(self) -> Iterator[Encoded]: ...
+
+    def shard(self, rank: int, ranks: int) -> Source: ...
 
 
 @dataclass
@@ -110,11 +113,12 @@ def score(model: nn.Module, data: Source | Encoded, batch_size: int = 16384) -> 
     """Probabilities for every row of ``data``, chunk by chunk (a stream is never held whole)."""
     was_training = model.training
     model.eval()
+    device = next(model.parameters()).device
     chunks = [data] if isinstance(data, Encoded) else data.chunks()
     probs, labels, domains, users, oracles = [], [], [], [], []
     for chunk in chunks:
         rows = TensorData(chunk)
-        probs.extend(torch.sigmoid(model(b)) for b in rows.batches(batch_size))
+        probs.extend(torch.sigmoid(model(b.to(device))).cpu() for b in rows.batches(batch_size))
         labels.append(chunk.labels)
         domains.append(chunk.domain)
         users.append(chunk.user)
@@ -122,6 +126,14 @@ def score(model: nn.Module, data: Source | Encoded, batch_size: int = 16384) -> 
     model.train(was_training)
     prob = torch.cat(probs).numpy() if probs else np.zeros(0, np.float32)
     return Scores(prob, _joined(labels), np.concatenate(domains), _joined(users), _joined(oracles))
+
+
+def gather_scores(scores: Scores, world: World) -> Scores:
+    """Every rank's scored rows, in rank order: the whole split, on every rank."""
+    if world.size == 1:
+        return scores
+    fields = (scores.prob, scores.labels, scores.domain, scores.user, scores.oracle)
+    return Scores(*(None if a is None else all_gather_rows(a, world) for a in fields))
 
 
 def predict(model: nn.Module, data: Source | Encoded, batch_size: int = 16384) -> np.ndarray:
@@ -159,6 +171,9 @@ class Trainer:
     with ``checkpoint_every``, every that many steps.
     A model with independent per-domain parts is early-stopped per domain: each part keeps
     its own best-validation weights and stops training after ``patience`` bad epochs.
+    In a ``world`` of several processes (each given its shard of the sources) the model trains
+    as ``DistributedDataParallel``, validation is scored over the whole split, every rank takes
+    the same decisions, and rank 0 alone writes.
     """
 
     def __init__(
@@ -169,10 +184,13 @@ class Trainer:
         progress: bool = False,
         callbacks: Sequence[Callable[[TrainState], None]] = (),
         stages: Sequence[Stage] | None = None,
+        world: World | None = None,
     ) -> None:
         self.model = model
         self.cfg = cfg
         self.run_dir = run_dir
+        self.world = world or World()
+        self._writes = run_dir is not None and self.world.main
         self.progress = progress
         self.callbacks = tuple(callbacks)
         try:
@@ -192,6 +210,8 @@ class Trainer:
         self._best: dict[str, torch.Tensor] | None = None
         self.optimizer: Optimizers | None = None
         self._sparse = mark_sparse(model, cfg.sparse.min_rows)
+        self._net: nn.Module = model  # what training steps call: the model, or its DDP wrapper
+        self._wrapped: frozenset[int] = frozenset()
 
     def _limits(self, stage: Stage) -> tuple[int, int]:
         if not stage.adapter:
@@ -227,6 +247,23 @@ class Trainer:
         if sparse:
             optimizers.append(sparse_optimizer(sparse, cfg.sparse.optimizer, cfg.sparse.lr or cfg.lr))
         self.optimizer = Optimizers(optimizers)
+        self._wrap()
+
+    def _wrap(self) -> None:
+        """Several processes: (re)wrap the model in DDP over the parameters training now."""
+        trained = frozenset(id(p) for p in self.model.parameters() if p.requires_grad)
+        if self.world.size == 1 or trained == self._wrapped or not trained:
+            return
+        cuda = self.world.device.type == "cuda"
+        self._net = nn.parallel.DistributedDataParallel(
+            self.model,
+            device_ids=[self.world.device] if cuda else None,
+            find_unused_parameters=True,  # domains absent from a batch leave their parts unused
+        )
+        self._wrapped = trained
+
+    def _scores(self, data: Source) -> Scores:
+        return gather_scores(score(self.model, data, self.cfg.eval_batch_size), self.world)
 
     def fit(
         self, train: Source, valid: Source, resume: bool = False, warm: WarmStart | None = None
@@ -264,7 +301,7 @@ class Trainer:
 
     def _score_start(self, valid: Source) -> None:
         """The starting weights as the best so far (epoch 0)."""
-        scores = score(self.model, valid, self.cfg.eval_batch_size)
+        scores = self._scores(valid)
         state = self.state
         if self._parts:
             state.domain_best = [
@@ -276,7 +313,7 @@ class Trainer:
         state.best_auc, state.best_epoch, state.best_stage = auc(scores.label, scores.main), 0, "start"
         self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         log.info("starting weights: valid AUC %.4f", state.best_auc)
-        if self.run_dir is not None:
+        if self._writes:
             save_tensors(self.run_dir / BEST, self._best)
 
     def carry_optimizer(
@@ -330,6 +367,7 @@ class Trainer:
     def _run_epoch(self, train: Source, valid: Source, stage: Stage) -> None:
         state, cfg = self.state, self.cfg
         generator = torch.Generator().manual_seed(cfg.seed * 1000 + state.epoch)
+        self._wrap()  # per-domain parts may have stopped
         self.model.train()
         _freeze_idle_norms(self.model)
         epochs = self._limits(stage)[0]
@@ -346,16 +384,18 @@ class Trainer:
             leave=False,
             mininterval=0.5,
         )
-        bf16 = cfg.precision == "bf16"
+        bf16, device = cfg.precision == "bf16", self.world.device
         for batch in bar:
-            with torch.autocast(batch.domain.device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = self.model(batch)
+            if device.type != "cpu":
+                batch = batch.to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits = self._net(batch)
             loss = self.objective(logits, batch.labels)
             if loss.requires_grad:  # False when every row's domain part has stopped
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss if batch.weight == 1.0 else loss * batch.weight).backward()
                 self.optimizer.step()
-            state.step_loss += loss.item()
+            state.step_loss += loss.item() * batch.weight
             state.step += 1
             if (state.step - first) % 50 == 0:
                 rate = (state.step - first) * cfg.batch_size / (time.perf_counter() - start)
@@ -363,9 +403,9 @@ class Trainer:
             if cfg.checkpoint_every and state.step % cfg.checkpoint_every == 0 and self.run_dir is not None:
                 self._save_checkpoint()
         seconds = time.perf_counter() - start
-        scores = score(self.model, valid, cfg.eval_batch_size)
+        scores = self._scores(valid)
         label, domain, prob = scores.label, scores.domain, scores.main
-        total, steps = state.step_loss, state.step
+        total, steps = self._mean_over_ranks(state.step_loss), state.step
         state.step, state.step_loss = 0, 0.0
         record = {
             "epoch": state.epoch + 1,
@@ -406,7 +446,7 @@ class Trainer:
             )
             state.bad_epochs = 0
             self._best = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-            if self.run_dir is not None:
+            if self._writes:
                 save_tensors(self.run_dir / BEST, self._best)
         else:
             state.bad_epochs += 1
@@ -441,17 +481,30 @@ class Trainer:
         finite = [a for a in state.domain_best if math.isfinite(a)]
         state.best_auc = sum(finite) / len(finite) if finite else state.best_auc  # mean of the domains' bests
         state.stopped = all(bad >= patience for bad in state.domain_bad)
-        if self.run_dir is not None:
+        if self._writes:
             save_tensors(self.run_dir / BEST, self._best)
 
+    def _mean_over_ranks(self, value: float) -> float:
+        if self.world.size == 1:
+            return value
+        total = torch.tensor([value], dtype=torch.float64, device=self.world.device)
+        torch.distributed.all_reduce(total)
+        return float(total) / self.world.size
+
     def _save_checkpoint(self) -> None:
+        """Rank 0 writes the full state; every rank's RNG state goes in (a collective)."""
+        rng = gather_rng(self.world)
+        if not self._writes:
+            return
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         optims = self.optimizer.state_dict()
         for i, optim in enumerate(optims):
             for pid, slots in optim["state"].items():
                 tensors.update({f"optim.{i}.{pid}.{k}": torch.as_tensor(v) for k, v in slots.items()})
-        tensors["rng.torch"] = torch.get_rng_state()
+        tensors["rng.torch"] = rng[0]
+        tensors.update({f"rng.torch.{rank}": state for rank, state in enumerate(rng[1:], 1)})
         metadata = {
+            "world_size": str(self.world.size),
             "state": json.dumps(asdict(self.state)),
             "param_groups": json.dumps([o["param_groups"] for o in optims]),
             "param_names": json.dumps(self._param_names()),
@@ -462,6 +515,12 @@ class Trainer:
         if self.run_dir is None or not (self.run_dir / CHECKPOINT).is_file():
             raise InputError(f"nothing to resume in {self.run_dir}: no {CHECKPOINT}; start without --resume")
         tensors, metadata = load_tensors(self.run_dir / CHECKPOINT)
+        size = int(metadata.get("world_size", "1"))
+        if size != self.world.size:
+            raise InputError(
+                f"{self.run_dir / CHECKPOINT} was written by {size} training process(es), this is "
+                f"{self.world.size}; resume with --nproc {size}"
+            )
         self.state = TrainState(**json.loads(metadata["state"]))
         self._start_stage(self.stages[self.state.stage])
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
@@ -479,7 +538,8 @@ class Trainer:
                 for name, value in state.items():
                     if value.shape == param.shape and value.stride() != param.stride():
                         state[name] = torch.empty_like(param).copy_(value)
-        torch.set_rng_state(tensors["rng.torch"])
+        rank = self.world.rank
+        torch.set_rng_state(tensors["rng.torch" if rank == 0 else f"rng.torch.{rank}"])
         if self.state.best_epoch >= 0:
             self._best, _ = load_tensors(self.run_dir / BEST)
         patience = self._limits(self.stages[self.state.stage])[1]

@@ -6,7 +6,8 @@ from mdctr.data.loader import TensorData
 
 
 def data(n: int, domains: int) -> TensorData:
-    rows = TensorData.__new__(TensorData)
+    rows = TensorData.__new__(TensorData)  # rows without an encoded table
+    rows.rank, rows.ranks = 0, 1
     gen = torch.Generator().manual_seed(1)
     rows.rows = Batch(
         torch.arange(n).view(-1, 1),

@@ -15,7 +15,9 @@ class Batch:
 
     sparse: LongTensor (B, n_categorical); sequences: one LongTensor (B, max_len) per sequence
     feature, unpooled, each row's items first and PAD (0) after; dense: FloatTensor
-    (B, n_numeric); domain: LongTensor (B,), D = unseen; labels: FloatTensor (B, tasks) or None.
+    (B, n_numeric); domain: LongTensor (B,), D = unseen; labels: FloatTensor (B, tasks) or None;
+    weight: the batch's share of a training step's loss (1; a data-parallel rank's part of a
+    global batch: ranks x its rows / the global batch's rows, 0 for a filler batch).
     """
 
     sparse: torch.Tensor
@@ -23,6 +25,7 @@ class Batch:
     dense: torch.Tensor
     domain: torch.Tensor
     labels: torch.Tensor | None = None
+    weight: float = 1.0
 
     def __len__(self) -> int:
         return self.domain.shape[0]
@@ -57,4 +60,5 @@ class Batch:
             self.dense.to(device),
             self.domain.to(device),
             None if self.labels is None else self.labels.to(device),
+            self.weight,
         )

@@ -42,6 +42,22 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.domain)
 
+    def rows(self, start: int, stop: int) -> Encoded:
+        """Rows ``start:stop`` (views of the arrays)."""
+
+        def cut(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[start:stop]
+
+        return Encoded(
+            self.sparse[start:stop],
+            tuple(s[start:stop] for s in self.sequences),
+            self.dense[start:stop],
+            self.domain[start:stop],
+            cut(self.labels),
+            cut(self.user),
+            cut(self.oracle),
+        )
+
 
 def _as_text(types: pl.Schema, name: str) -> pl.Expr:
     dtype = types[name]
@@ -71,6 +87,9 @@ def _is_int_text(text: str) -> bool:
     """Text that polars would produce from an integer (so the int itself may be looked up)."""
     body = text[1:] if text.startswith("-") else text
     return body.isascii() and body.isdigit() and str(int(text)) == text
+
+
+OUTLIER = 1e4  # standardised values are clipped to +-OUTLIER: float32 stays finite whatever the scale
 
 
 def _scaled(column: pl.Expr, log1p: bool) -> pl.Expr:
@@ -261,7 +280,7 @@ class Encoder:
         for j, f in enumerate(schema.numeric):
             mean, std = self.scalers[f.name]
             col = frame.select(_scaled(pl.col(f.name), f.log1p).fill_null(mean)).to_series()
-            dense[:, j] = ((col - mean) / std).to_numpy()
+            dense[:, j] = ((col - mean) / std).clip(-OUTLIER, OUTLIER).to_numpy()
         domain = (
             frame.select(
                 domain_key(schema.domain).replace_strict(
@@ -345,7 +364,7 @@ class Encoder:
             values = np.array([_number(r[f.name]) for r in records], np.float64)
             if f.log1p:
                 values = np.log1p(np.clip(values, 0, None))
-            dense[:, j] = (np.where(np.isnan(values), mean, values) - mean) / std
+            dense[:, j] = np.clip((np.where(np.isnan(values), mean, values) - mean) / std, -OUTLIER, OUTLIER)
         index = {d: i for i, d in enumerate(self.domains)}
         columns = schema.domain
         keys = (

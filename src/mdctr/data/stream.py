@@ -10,6 +10,7 @@ Memory holds two windows, whatever the size of the data.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -111,15 +112,54 @@ def check_labels(files: Sequence[Path], schema: Schema, split: str) -> None:
         check_classes(bounds, schema, split, str(files[0].parent))
 
 
-class ParquetStream:
-    """A split in parquet files, served as Batches (training) or encoded chunks (evaluation)."""
+def _blocks(pieces: Sequence[Piece], ranks: int) -> list[list[Piece]]:
+    """``pieces`` in order, cut into ``ranks`` contiguous non-empty blocks of about equal rows."""
+    ends = np.cumsum([p.rows for p in pieces])  # rows up to and including each piece
+    cuts = [0]
+    for k in range(1, ranks):
+        nearest = int(np.abs(ends - ends[-1] * k / ranks).argmin()) + 1
+        cuts.append(min(max(nearest, cuts[-1] + 1), len(pieces) - ranks + k))
+    return [list(pieces[a:b]) for a, b in itertools.pairwise([*cuts, len(pieces)])]
 
-    def __init__(self, pieces: Sequence[Piece], encoder: Encoder, shuffle_buffer: int) -> None:
+
+def _dealt(pieces: Sequence[Piece], order: Sequence[int], ranks: int) -> list[list[Piece]]:
+    """Pieces in ``order`` dealt to ``ranks`` hands, each to the hand with the fewest rows so far."""
+    hands: list[list[Piece]] = [[] for _ in range(ranks)]
+    rows = [0] * ranks
+    for i in order:
+        r = min(range(ranks), key=lambda k: (rows[k], k))
+        hands[r].append(pieces[i])
+        rows[r] += pieces[i].rows
+    return hands
+
+
+class ParquetStream:
+    """A split in parquet files, served as Batches (training) or encoded chunks (evaluation).
+
+    ``shard(rank, ranks)`` is one data-parallel rank's view: each epoch deals the shuffled row
+    groups to the ranks (disjoint, balanced by rows, none empty), a rank serves its own in
+    batches of ``batch_size / ranks`` rows, and a rank that runs out first takes weightless
+    filler steps so that every rank takes the same number of steps; it scores a contiguous
+    block of the row groups."""
+
+    def __init__(
+        self, pieces: Sequence[Piece], encoder: Encoder, shuffle_buffer: int, rank: int = 0, ranks: int = 1
+    ) -> None:
         self.pieces, self.encoder, self.shuffle_buffer = list(pieces), encoder, shuffle_buffer
+        self.rank, self.ranks = rank, ranks
         self._handles: dict[Path, pq.ParquetFile] = {}
 
     def __len__(self) -> int:
         return sum(p.rows for p in self.pieces)
+
+    def shard(self, rank: int, ranks: int) -> ParquetStream:
+        if len(self.pieces) < ranks:
+            where = self.pieces[0].file.parent
+            raise InputError(
+                f"{where}: {len(self.pieces)} row groups for {ranks} processes; every process needs "
+                f"its own, so write smaller row groups (pyarrow's row_group_size) or run fewer processes"
+            )
+        return ParquetStream(self.pieces, self.encoder, self.shuffle_buffer, rank, ranks)
 
     def _read(self, pieces: Sequence[Piece]) -> Encoded:
         tables = []
@@ -134,12 +174,12 @@ class ParquetStream:
                 raise InputError(f"{piece.file}: row group {piece.group} cannot be read ({err})") from None
         return self.encoder.transform(pl.from_arrow(pa.concat_tables(tables)))
 
-    def windows(self, order: Sequence[int]) -> list[list[Piece]]:
-        """Consecutive pieces in ``order``, gathered until each window holds ``shuffle_buffer`` rows."""
+    def windows(self, pieces: Sequence[Piece]) -> list[list[Piece]]:
+        """Consecutive ``pieces``, gathered until each window holds ``shuffle_buffer`` rows."""
         out, current, rows = [], [], 0
-        for i in order:
-            current.append(self.pieces[i])
-            rows += self.pieces[i].rows
+        for piece in pieces:
+            current.append(piece)
+            rows += piece.rows
             if rows >= self.shuffle_buffer:
                 out.append(current)
                 current, rows = [], 0
@@ -175,23 +215,35 @@ class ParquetStream:
             if seed is None
             else np.random.default_rng(seed).permutation(len(self.pieces))
         )
-        windows = self.windows(order)
-        first = 0
-        while first < len(windows) and start >= (
-            n := math.ceil(sum(p.rows for p in windows[first]) / batch_size)
+        local = math.ceil(batch_size / self.ranks)
+        hands = [self.windows(h) for h in _dealt(self.pieces, order, self.ranks)]
+        counts = [sum(math.ceil(sum(p.rows for p in w) / local) for w in h) for h in hands]
+        windows, steps = hands[self.rank], max(counts)
+        first, skipped = 0, 0
+        while first < len(windows) and start - skipped >= (
+            n := math.ceil(sum(p.rows for p in windows[first]) / local)
         ):
-            start -= n
+            skipped += n
             first += 1
+        served, last = start, None
         for w, encoded in enumerate(self._prefetched(windows[first:]), first):
             rows = as_batch(encoded)
             shuffle = None if seed is None else torch.Generator().manual_seed(seed + w + 1)
-            served = batch_order(len(rows), batch_size, shuffle, rows.domain if by_domain else None)
-            yield from slices(rows, served, batch_size, start)
-            start = 0
+            order_w = batch_order(len(rows), local, shuffle, rows.domain if by_domain else None)
+            for batch in slices(rows, order_w, local, start - skipped if w == first else 0):
+                if self.ranks > 1:
+                    batch.weight = self.ranks * len(batch) / batch_size
+                served, last = served + 1, batch
+                yield batch
+        if served < steps and last is None:  # resumed past this rank's own batches
+            last = as_batch(self._read(windows[0][:1])).index(slice(0, 1))
+        for _ in range(steps - served):
+            yield Batch(last.sparse, last.sequences, last.dense, last.domain, last.labels, 0.0)
 
     def chunks(self) -> Iterator[Encoded]:
-        """Every row group encoded, in file order."""
-        yield from self._prefetched([[p] for p in self.pieces])
+        """Every row group encoded, in file order (a shard: its block of them)."""
+        pieces = self.pieces if self.ranks == 1 else _blocks(self.pieces, self.ranks)[self.rank]
+        yield from self._prefetched([[p] for p in pieces])
 
 
 def streams(cfg: DataConfig) -> bool:
