@@ -23,6 +23,7 @@ from mdctr.config import parse_experiment
 from mdctr.data.encode import Encoder
 from mdctr.data.loader import TensorData, split_rows
 from mdctr.data.stream import open_splits
+from mdctr.data.table import schema_of
 from mdctr.errors import InputError
 from mdctr.pipeline import train_experiment
 from mdctr.weights import load_tensors
@@ -143,8 +144,6 @@ def test_in_memory_shards_split_every_global_batch() -> None:
     assert split_rows(1, 2) == [(0, 1), (1, 1)]
     frame = click_table(1000)
     experiment = parse_experiment(table_config(Path("unused.parquet")))
-    from mdctr.data.table import schema_of
-
     encoder = Encoder.fit(frame, schema_of(experiment.data))
     data = TensorData(encoder.transform(frame))
     whole = list(data.batches(333, torch.Generator().manual_seed(3)))  # 333, 333, 333, 1 rows
@@ -171,8 +170,6 @@ def test_streamed_shards_take_disjoint_row_groups_every_rank_some(tmp_path: Path
     tree["data"] |= {"valid_path": str(paths["valid"]), "test_path": str(paths["test"]), "streaming": True}
     tree["data"]["features"].append({"name": "row", "kind": "numeric"})
     cfg = parse_experiment(tree).data
-    from mdctr.data.table import schema_of
-
     splits = open_splits(cfg, schema_of(cfg))
     encoder = Encoder.fit(splits.scan("train"), splits.schema, streaming=True)
     stream = splits.source("train", encoder, shuffle_buffer=300)

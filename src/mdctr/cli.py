@@ -40,7 +40,9 @@ F = TypeVar("F", bound=Callable[..., object])
 
 def _rank() -> int:
     """This process's rank under a launcher (0 without one)."""
-    return int(os.environ.get("RANK", "0"))
+    from mdctr.distributed import env_int
+
+    return env_int("RANK", 0)
 
 
 def _setup(threads: int | None = None, quiet: bool = False) -> None:
@@ -52,7 +54,9 @@ def _setup(threads: int | None = None, quiet: bool = False) -> None:
         format="%(asctime)s %(levelname)s %(message)s",
         datefmt="%H:%M:%S",
     )
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    from mdctr.distributed import env_int
+
+    local = env_int("LOCAL_WORLD_SIZE", 1)
     torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // local))
 
 

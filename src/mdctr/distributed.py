@@ -20,13 +20,11 @@ from mdctr.errors import InputError
 
 @dataclass(frozen=True)
 class World:
-    """This process's place among the training processes: ``rank`` of ``size``, the number of
-    processes on this machine (``local_size``) and the device it computes on."""
+    """This process's place among the training processes: ``rank`` of ``size``, and the device
+    it computes on."""
 
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
-    local_size: int = 1
     device: torch.device = torch.device("cpu")
 
     @property
@@ -39,7 +37,8 @@ class World:
         return dist.get_backend() if self.size > 1 else None
 
 
-def _env_int(name: str, default: int) -> int:
+def env_int(name: str, default: int) -> int:
+    """An integer a launcher put in the environment; a malformed one is an InputError."""
     value = os.environ.get(name)
     if value is None:
         return default
@@ -54,21 +53,16 @@ def _env_int(name: str, default: int) -> int:
 def world() -> World:
     """The world a launcher set up (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``, ...), joined on the
     first call: gloo on CPU, nccl when CUDA is there; size 1 without a launcher."""
-    size = _env_int("WORLD_SIZE", 1)
-    local_rank = _env_int("LOCAL_RANK", 0)
-    cuda = torch.cuda.is_available()
-    device = (
-        torch.device("cuda", local_rank) if cuda and size > 1 else torch.device("cuda" if cuda else "cpu")
-    )
+    size = env_int("WORLD_SIZE", 1)
     if size == 1:
-        return World(device=torch.device("cpu"))
+        return World()
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", env_int("LOCAL_RANK", 0)) if cuda else torch.device("cpu")
     if not dist.is_initialized():
         if cuda:
             torch.cuda.set_device(device)
         dist.init_process_group("nccl" if cuda else "gloo")
-    return World(
-        dist.get_rank(), dist.get_world_size(), local_rank, _env_int("LOCAL_WORLD_SIZE", size), device
-    )
+    return World(dist.get_rank(), dist.get_world_size(), device)
 
 
 def all_gather_rows(array: np.ndarray, w: World) -> np.ndarray:

@@ -10,6 +10,7 @@ Memory holds two windows, whatever the size of the data.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterator, Sequence
@@ -238,7 +239,7 @@ class ParquetStream:
         if served < steps and last is None:  # resumed past this rank's own batches
             last = as_batch(self._read(windows[0][:1])).index(slice(0, 1))
         for _ in range(steps - served):
-            yield Batch(last.sparse, last.sequences, last.dense, last.domain, last.labels, 0.0)
+            yield dataclasses.replace(last, weight=0.0)
 
     def chunks(self) -> Iterator[Encoded]:
         """Every row group encoded, in file order (a shard: its block of them)."""
