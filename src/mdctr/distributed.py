@@ -81,6 +81,15 @@ def all_gather_rows(array: np.ndarray, w: World) -> np.ndarray:
     return torch.cat([p[: int(s)] for p, s in zip(parts, sizes, strict=True)]).cpu().numpy()
 
 
+def mean_over_ranks(value: float, w: World) -> float:
+    """The mean of every rank's ``value`` (the value itself for one process)."""
+    if w.size == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64, device=w.device)
+    dist.all_reduce(total)
+    return float(total) / w.size
+
+
 def gather_rng(w: World) -> list[torch.Tensor]:
     """Every rank's torch RNG state, in rank order (rank 0 writes them into a checkpoint)."""
     state = torch.get_rng_state()

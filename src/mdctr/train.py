@@ -23,7 +23,7 @@ from mdctr.config import TrainConfig
 from mdctr.data.batch import Batch
 from mdctr.data.encode import Encoded
 from mdctr.data.loader import TensorData
-from mdctr.distributed import World, all_gather_rows, gather_rng
+from mdctr.distributed import World, all_gather_rows, gather_rng, mean_over_ranks
 from mdctr.errors import InputError
 from mdctr.layout import BEST, CHECKPOINT
 from mdctr.metrics import auc, logloss
@@ -405,7 +405,7 @@ class Trainer:
         seconds = time.perf_counter() - start
         scores = self._scores(valid)
         label, domain, prob = scores.label, scores.domain, scores.main
-        total, steps = self._mean_over_ranks(state.step_loss), state.step
+        total, steps = mean_over_ranks(state.step_loss, self.world), state.step
         state.step, state.step_loss = 0, 0.0
         record = {
             "epoch": state.epoch + 1,
@@ -483,13 +483,6 @@ class Trainer:
         state.stopped = all(bad >= patience for bad in state.domain_bad)
         if self._writes:
             save_tensors(self.run_dir / BEST, self._best)
-
-    def _mean_over_ranks(self, value: float) -> float:
-        if self.world.size == 1:
-            return value
-        total = torch.tensor([value], dtype=torch.float64, device=self.world.device)
-        torch.distributed.all_reduce(total)
-        return float(total) / self.world.size
 
     def _save_checkpoint(self) -> None:
         """Rank 0 writes the full state; every rank's RNG state goes in (a collective)."""
